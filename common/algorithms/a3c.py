@@ -1,0 +1,93 @@
+"""Asynchronous advantage actor-critic (A3C): n-step returns and the actor-critic loss.
+
+Reads next to Algorithm S3 of Mnih et al. (2016):
+
+    R = 0 if s_t is terminal else V(s_t; theta_v)            (bootstrap)
+    for i in t-1 ... t_start:
+        R <- r_i + gamma * R
+        d theta   += grad log pi(a_i | s_i) (R - V(s_i)) + beta * grad H(pi(s_i))
+        d theta_v += grad (R - V(s_i))^2
+
+with one extension the paper's Atari games did not need: an episode cut by a time limit
+(truncated, not terminated) bootstraps from the value of its final observation rather
+than from 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from asyncrl.common.rollout import Rollout
+
+
+def n_step_returns(
+    rewards: torch.Tensor,
+    episode_ended: torch.Tensor,
+    cut_values: torch.Tensor,
+    bootstrap_values: torch.Tensor,
+    gamma: float,
+) -> torch.Tensor:
+    """Discounted n-step returns for a [T, E] rollout of E env copies, computed backwards.
+
+    rewards[t], episode_ended[t] and cut_values[t] describe step t of each copy: the reward,
+    whether the episode ended at that step, and the value to bootstrap from if it did (0 for
+    a terminal state, V(final observation) for a time-limit truncation). bootstrap_values[e]
+    is V of the observation after the last step, used where the episode is still running.
+    """
+    returns = torch.empty_like(rewards)
+    running = bootstrap_values
+    for t in reversed(range(rewards.shape[0])):
+        running = torch.where(episode_ended[t], cut_values[t], running)
+        running = rewards[t] + gamma * running
+        returns[t] = running
+    return returns
+
+
+@dataclass(frozen=True)
+class ActorCriticLoss:
+    """The loss to minimise, and its parts for logging."""
+
+    total: torch.Tensor
+    policy: torch.Tensor
+    value: torch.Tensor
+    entropy: torch.Tensor
+
+
+def actor_critic_loss(
+    logits: torch.Tensor,
+    values: torch.Tensor,
+    actions: torch.Tensor,
+    returns: torch.Tensor,
+    entropy_beta: float,
+    value_loss_coef: float,
+) -> ActorCriticLoss:
+    """The A3C loss averaged over a batch of N steps: policy gradient with advantage R - V,
+    an entropy bonus weighted by beta, and a squared-error value loss.
+
+    logits [N, A], values [N], actions [N] and returns [N]. The advantage is treated as a
+    constant in the policy term, as in the paper (the value term alone trains V).
+    """
+    log_probs = F.log_softmax(logits, dim=-1)
+    chosen_log_probs = log_probs.gather(1, actions.unsqueeze(1)).squeeze(1)
+    advantages = (returns - values).detach()
+    policy_loss = -(chosen_log_probs * advantages).mean()
+    entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
+    value_loss = 0.5 * (returns - values).pow(2).mean()
+    total = policy_loss + value_loss_coef * value_loss - entropy_beta * entropy
+    return ActorCriticLoss(total=total, policy=policy_loss, value=value_loss, entropy=entropy)
+
+
+def rollout_loss(
+    model: torch.nn.Module, rollout: Rollout, gamma: float, entropy_beta: float, value_loss_coef: float
+) -> ActorCriticLoss:
+    """The A3C loss of one rollout: one batched forward pass over every step of every copy."""
+    logits, values = model(rollout.observations.flatten(0, 1))
+    with torch.no_grad():
+        _, bootstrap_values = model(rollout.next_observations)
+    returns = n_step_returns(rollout.rewards, rollout.episode_ended, rollout.cut_values, bootstrap_values, gamma)
+    return actor_critic_loss(
+        logits, values, rollout.actions.flatten(), returns.flatten(), entropy_beta, value_loss_coef
+    )

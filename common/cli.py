@@ -1,0 +1,100 @@
+"""The `asyncrl` command line: server, worker, train and status, with flags derived from common.config."""
+
+from __future__ import annotations
+
+import os
+
+# One BLAS/OpenMP thread per process, set before torch loads: W workers then use W cores,
+# and forked or spawned children cannot hang on a thread pool they inherit.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+
+from asyncrl.common.config import (  # noqa: E402
+    ConfigError,
+    RunConfig,
+    ServerOptions,
+    TrainOptions,
+    WorkerOptions,
+    add_arguments,
+    from_namespace,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="asyncrl",
+        description="Asynchronous deep RL (Mnih et al., 2016) with a gRPC parameter server and worker daemons. "
+        "Every flag can also be set through the environment variable named in its help.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    server = commands.add_parser("server", help="run the parameter-server daemon")
+    add_arguments(server, RunConfig, "run")
+    add_arguments(server, ServerOptions, "server")
+    worker = commands.add_parser("worker", help="run a worker daemon that connects to a server")
+    add_arguments(worker, WorkerOptions, "worker")
+    train = commands.add_parser("train", help="train locally: a server and workers as separate processes")
+    add_arguments(train, TrainOptions, "launcher")
+    add_arguments(train, RunConfig, "run")
+    status = commands.add_parser("status", help="print a server's status")
+    status.add_argument("--server", default=None, metavar="HOST:PORT",
+                        help="server address (default: 127.0.0.1:50051; env ASYNCRL_SERVER)")
+    status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except ConfigError as error:
+        parser.exit(2, f"asyncrl {args.command}: error: {error}\n")
+    except KeyboardInterrupt:
+        return 130
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s", stream=sys.stderr
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "server":
+        run_config, options = from_namespace(RunConfig, args), from_namespace(ServerOptions, args)
+        _configure_logging(options.log_level)
+        from asyncrl.server.app import serve
+
+        return serve(run_config, options)
+    if args.command == "worker":
+        worker_options = from_namespace(WorkerOptions, args)
+        _configure_logging(worker_options.log_level)
+        from asyncrl.worker.daemon import run_worker
+
+        return run_worker(worker_options)
+    if args.command == "train":
+        train_options, run_config = from_namespace(TrainOptions, args), from_namespace(RunConfig, args)
+        from asyncrl.common.launcher import train
+
+        return train(run_config, train_options)
+    return _print_status(args.server or os.environ.get("ASYNCRL_SERVER", "127.0.0.1:50051"), args.timeout)
+
+
+def _print_status(address: str, timeout: float) -> int:
+    import grpc
+
+    from asyncrl.common.progress import status_report
+    from asyncrl.v1 import parameter_server_pb2 as pb
+    from asyncrl.v1 import parameter_server_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        try:
+            status = pb_grpc.ParameterServerServiceStub(channel).GetStatus(pb.GetStatusRequest(), timeout=timeout)
+        except grpc.RpcError as error:
+            print(f"asyncrl status: cannot reach {address}: {error.code().name} ({error.details()})", file=sys.stderr)
+            return 1
+    print(status_report(status))
+    return 0

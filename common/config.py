@@ -1,0 +1,246 @@
+"""The run's configuration: one dataclass per process kind, with flags and ASYNCRL_* variables derived from them.
+
+Every setting is declared once, here, with its default and help text. The command line
+(`asyncrl server|worker|train`), the ASYNCRL_* environment variables (which containers
+use instead of per-replica flags) and the RunConfig message the server sends workers are
+all views of these dataclasses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+ALGORITHMS = ("a3c",)
+"""Learning methods this version serves (the paper's other three are planned)."""
+
+LR_SCHEDULES = ("linear", "constant")
+DTYPE_NAMES = ("float32", "float16", "bfloat16")
+ENV_PREFIX = "ASYNCRL_"
+
+
+class ConfigError(ValueError):
+    """A setting has a bad value; the message names the flag and its environment variable."""
+
+
+def _setting(default: Any, help: str, **extra: Any) -> Any:
+    return field(default=default, metadata={"help": help, **extra})
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "must be > 0"
+
+
+def _non_negative(value: float) -> str | None:
+    return None if value >= 0 else "must be >= 0"
+
+
+def _fraction(value: float) -> str | None:
+    return None if 0 <= value < 1 else "must be in [0, 1)"
+
+
+def _gamma(value: float) -> str | None:
+    return None if 0 <= value <= 1 else "must be in [0, 1]"
+
+
+def _port(value: int) -> str | None:
+    return None if 0 <= value <= 65535 else "must be a port number in 0..65535 (0 picks a free one)"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The training run: the server enforces it and tells every worker at registration."""
+
+    algorithm: str = _setting("a3c", "learning method", choices=ALGORITHMS)
+    env_id: str = _setting("CartPole-v1", "gymnasium environment id")
+    seed: int = _setting(0, "run seed; every worker and env copy derives its own from it")
+    gamma: float = _setting(0.99, "discount factor", check=_gamma)
+    t_max: int = _setting(5, "steps per env copy per rollout (the paper's t_max)", check=_positive)
+    entropy_beta: float = _setting(0.01, "entropy regularisation weight (the paper's beta)", check=_non_negative)
+    value_loss_coef: float = _setting(0.5, "weight of the value loss", check=_non_negative)
+    learning_rate: float = _setting(2e-3, "initial RMSProp learning rate", check=_positive)
+    lr_schedule: str = _setting(
+        "linear", "learning-rate schedule: 'linear' anneals to 0 over --max-frames (the paper's), 'constant'",
+        choices=LR_SCHEDULES,
+    )
+    rmsprop_decay: float = _setting(0.99, "shared RMSProp decay of the squared-gradient average", check=_fraction)
+    rmsprop_eps: float = _setting(
+        1e-5, "RMSProp epsilon, added to the squared-gradient average inside the square root", check=_positive
+    )
+    max_grad_norm: float = _setting(40.0, "global-norm gradient clipping threshold (0 disables)", check=_non_negative)
+    hidden_sizes: tuple[int, ...] = _setting((64, 64), "MLP hidden layer widths, comma-separated")
+    max_frames: int = _setting(1_000_000, "frame budget: training ends when T reaches it", check=_positive)
+    target_return: float | None = _setting(
+        475.0, "training ends when the mean return of the last 100 episodes reaches this ('none' disables)"
+    )
+    max_staleness: int = _setting(
+        32, "pushes computed against a version this many updates old, or older, are refused", check=_positive
+    )
+
+    def __post_init__(self) -> None:
+        _validate(self)
+        if any(width <= 0 for width in self.hidden_sizes) or not self.hidden_sizes:
+            raise ConfigError(_bad(self, "hidden_sizes", self.hidden_sizes, "must be positive widths, e.g. 64,64"))
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """How the parameter-server daemon serves and persists a run."""
+
+    host: str = _setting("127.0.0.1", "address to listen on ('0.0.0.0' for all interfaces)")
+    port: int = _setting(50051, "port to listen on (0 picks a free one; see --port-file)", check=_port)
+    port_file: str = _setting("", "write the bound port to this file once serving")
+    checkpoint_dir: str = _setting("checkpoints", "directory for checkpoints")
+    checkpoint_interval: float = _setting(60.0, "seconds between periodic checkpoints (0 disables)", check=_non_negative)
+    keep_checkpoints: int = _setting(3, "how many recent checkpoints to keep", check=_positive)
+    resume: bool = _setting(False, "continue from the newest checkpoint in --checkpoint-dir")
+    max_message_mb: float = _setting(64.0, "largest gRPC message accepted or sent, in MiB", check=_positive)
+    heartbeat_interval: float = _setting(5.0, "seconds between a worker's calls when idle", check=_positive)
+    silence_timeout: float = _setting(30.0, "a worker silent this many seconds is reported dead", check=_positive)
+    linger: float = _setting(
+        10.0, "seconds to keep answering after training ends, so every worker hears it", check=_non_negative
+    )
+    shutdown_grace: float = _setting(5.0, "seconds in-flight calls get to finish on shutdown", check=_non_negative)
+    log_level: str = _setting("INFO", "logging level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How one worker daemon connects and acts."""
+
+    server: str = _setting("127.0.0.1:50051", "parameter server address, HOST:PORT")
+    envs: int = _setting(1, "environment copies run by this worker (batched in one forward pass)", check=_positive)
+    name: str = _setting("", "name shown in the server's status (default: host name and pid)")
+    dtype: str = _setting("float32", "encoding for pulled weights and pushed gradients", choices=DTYPE_NAMES)
+    rpc_deadline: float = _setting(10.0, "seconds before any single call is abandoned", check=_positive)
+    max_backoff: float = _setting(10.0, "longest wait between retries when the server is unreachable", check=_positive)
+    max_message_mb: float = _setting(256.0, "largest gRPC message sent or received, in MiB", check=_positive)
+    log_level: str = _setting("INFO", "logging level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """The local launcher: one server and N workers as separate processes on localhost."""
+
+    workers: int = _setting(2, "worker processes to start", check=_positive)
+    envs: int = _setting(1, "environment copies per worker", check=_positive)
+    run_dir: str = _setting("runs/latest", "directory for the CSV log, checkpoints and process logs")
+    progress_interval: float = _setting(2.0, "seconds between progress lines", check=_positive)
+
+
+Options = TypeVar("Options")
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _bad(obj: Any, name: str, value: Any, problem: str) -> str:
+    return f"{flag_name(name)} ({env_name(name)}) = {value!r}: {problem}"
+
+
+def _validate(obj: Any) -> None:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        choices = f.metadata.get("choices")
+        if choices is not None and value not in choices:
+            raise ConfigError(_bad(obj, f.name, value, f"must be one of {', '.join(map(str, choices))}"))
+        check: Callable[[Any], str | None] | None = f.metadata.get("check")
+        if check is not None and value is not None and (problem := check(value)) is not None:
+            raise ConfigError(_bad(obj, f.name, value, problem))
+
+
+for _cls in (ServerOptions, WorkerOptions, TrainOptions):
+    _cls.__post_init__ = _validate  # type: ignore[attr-defined]
+
+
+def _parser_for(annotation: Any) -> Callable[[str], Any]:
+    """Turns one text value (a flag or an environment variable) into the field's type."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        inner = next(a for a in typing.get_args(annotation) if a is not type(None))
+        parse_inner = _parser_for(inner)
+        return lambda text: None if text.strip().lower() in ("", "none") else parse_inner(text)
+    if origin is tuple:
+        (item, _) = typing.get_args(annotation)
+        return lambda text: tuple(item(part) for part in text.split(",") if part.strip())
+    if annotation is bool:
+        return _parse_bool
+    return annotation
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
+    """Adds one flag per field of cls; values are parsed later by from_namespace."""
+    group = parser.add_argument_group(title, cls.__doc__)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if flag_name(f.name) in parser._option_string_actions:  # shared flag, e.g. --log-level
+            continue
+        default = f.default
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        kwargs: dict[str, Any] = {"dest": f.name, "default": None, "metavar": f.name.upper()}
+        if hints[f.name] is bool:
+            kwargs = {"dest": f.name, "default": None, "action": "store_const", "const": "true"}
+        group.add_argument(
+            flag_name(f.name), help=f"{f.metadata['help']} (default: {shown}; env {env_name(f.name)})", **kwargs
+        )
+
+
+def from_namespace(cls: type[Options], args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> Options:
+    """Builds cls from flags, falling back to ASYNCRL_* variables, then to defaults."""
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        text = getattr(args, f.name, None)
+        source = flag_name(f.name)
+        if text is None and env_name(f.name) in environ:
+            text, source = environ[env_name(f.name)], env_name(f.name)
+        if text is None:
+            continue
+        try:
+            values[f.name] = _parser_for(hints[f.name])(text)
+        except ValueError as error:
+            raise ConfigError(f"{source} = {text!r}: expected {_describe(hints[f.name])} ({error})") from None
+    return cls(**values)
+
+
+def _describe(annotation: Any) -> str:
+    if typing.get_origin(annotation) is tuple:
+        return "comma-separated integers"
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return "a number or 'none'"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "text"}.get(annotation, str(annotation))
+
+
+def to_cli_args(options: Any) -> list[str]:
+    """The flags that reproduce options in a child process (only those that differ from the default)."""
+    args: list[str] = []
+    for f in dataclasses.fields(options):
+        value = getattr(options, f.name)
+        if value == f.default:
+            continue
+        if isinstance(value, bool):  # every boolean defaults to False, so this one is set
+            args.append(flag_name(f.name))
+            continue
+        text = ",".join(map(str, value)) if isinstance(value, tuple) else ("none" if value is None else str(value))
+        args += [flag_name(f.name), text]
+    return args

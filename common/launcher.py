@@ -1,0 +1,146 @@
+"""`asyncrl train`: one server and N workers as separate OS processes on localhost, with live progress.
+
+The launcher is only a convenience around the daemons: it starts exactly the commands a
+user would (`asyncrl server`, `asyncrl worker`), watches the run through GetStatus, and
+stops everything cleanly on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import csv
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+
+from asyncrl.common.config import RunConfig, TrainOptions, to_cli_args
+from asyncrl.common.progress import progress_line
+from asyncrl.server import checkpoint
+from asyncrl.v1 import parameter_server_pb2 as pb
+from asyncrl.v1 import parameter_server_pb2_grpc as pb_grpc
+
+CSV_FIELDS = ("wall_seconds", "global_frames", "version", "frames_per_second", "updates_per_second",
+              "mean_return_100", "episodes_completed", "live_workers")
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in each child before exec: if the launcher dies, even by SIGKILL, the child gets SIGTERM."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _start(args: list[str], log_path: Path) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "asyncrl", *args], stdout=log, stderr=subprocess.STDOUT, env=env,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+
+
+def _wait_for_port(port_file: Path, server: subprocess.Popen, timeout: float = 60.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited with code {server.returncode} before serving")
+        if port_file.exists() and port_file.read_text().strip():
+            return int(port_file.read_text())
+        time.sleep(0.05)
+    raise RuntimeError(f"the server did not start serving within {timeout:.0f}s")
+
+
+def _stop(processes: list[subprocess.Popen], timeout: float = 20.0) -> None:
+    """SIGTERM whatever still runs, wait, then SIGKILL stragglers: no orphans either way."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def train(config: RunConfig, options: TrainOptions) -> int:
+    run_dir = Path(options.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    port_file = run_dir / "server.port"
+    port_file.unlink(missing_ok=True)
+    checkpoint_dir = run_dir / "checkpoints"
+    csv_path = run_dir / "progress.csv"
+    server = _start(
+        ["server", *to_cli_args(config), "--port", "0", "--port-file", str(port_file),
+         "--checkpoint-dir", str(checkpoint_dir), "--linger", "5"],
+        run_dir / "server.log",
+    )
+    processes = [server]
+    started = time.monotonic()
+    status = pb.GetStatusResponse()
+    interrupted = False
+    try:
+        port = _wait_for_port(port_file, server)
+        address = f"127.0.0.1:{port}"
+        print(f"asyncrl train: {config.algorithm} on {config.env_id}, server at {address}, "
+              f"{options.workers} workers x {options.envs} env copies; logs in {run_dir}/", flush=True)
+        for index in range(options.workers):
+            processes.append(_start(["worker", "--server", address, "--envs", str(options.envs),
+                                     "--name", f"worker-{index}"], run_dir / f"worker-{index}.log"))
+        with grpc.insecure_channel(address) as channel, open(csv_path, "w", newline="") as csv_file:
+            stub = pb_grpc.ParameterServerServiceStub(channel)
+            writer = csv.DictWriter(csv_file, CSV_FIELDS)
+            writer.writeheader()
+            while server.poll() is None:
+                try:
+                    status = stub.GetStatus(pb.GetStatusRequest(), timeout=5.0)
+                except grpc.RpcError:
+                    time.sleep(0.2)  # shutting down, or briefly busy; poll() decides
+                    continue
+                row = {field: getattr(status, field) for field in CSV_FIELDS if field != "wall_seconds"}
+                writer.writerow({"wall_seconds": round(time.monotonic() - started, 2), **row})
+                csv_file.flush()
+                print(progress_line(status), flush=True)
+                if status.training_done:
+                    break
+                time.sleep(options.progress_interval)
+        for process in processes:  # the workers exit once told, the server after its linger
+            process.wait(timeout=60)
+    except KeyboardInterrupt:
+        interrupted = True
+        print("\nasyncrl train: interrupted; stopping the server (final checkpoint) and the workers", flush=True)
+    finally:
+        _stop(processes[1:])
+        _stop(processes[:1])
+    wall = time.monotonic() - started
+    print(_summary(config, checkpoint_dir, csv_path, wall, interrupted), flush=True)
+    if server.returncode not in (0, -signal.SIGTERM):
+        print(f"asyncrl train: the server exited with code {server.returncode}; see {run_dir / 'server.log'}",
+              file=sys.stderr)
+        return 1
+    return 130 if interrupted else 0
+
+
+def _summary(config: RunConfig, checkpoint_dir: Path, csv_path: Path, wall: float, interrupted: bool) -> str:
+    """The run's outcome, read from the server's final checkpoint (the last word on T and returns)."""
+    latest = checkpoint.load_latest(checkpoint_dir)
+    if latest is None:
+        return f"\nasyncrl train: {'interrupted' if interrupted else 'stopped'} after {wall:.1f}s; no checkpoint written"
+    path, state = latest
+    frames, version = state["store"]["global_frames"], state["store"]["version"]
+    returns = state["recent_returns"]
+    mean = sum(returns) / len(returns) if returns else 0.0
+    return (
+        f"\nasyncrl train: {'interrupted' if interrupted else 'finished'} after {wall:.1f}s\n"
+        f"  frames (T)          {frames:,d}  ({frames / max(wall, 1e-9):,.0f} frames/s overall)\n"
+        f"  updates             {version:,d}\n"
+        f"  mean return (100)   {mean:.1f} over {state['episodes_completed']:,d} episodes "
+        f"(target {config.target_return}, budget {config.max_frames:,d} frames)\n"
+        f"  final checkpoint    {path}\n"
+        f"  progress log        {csv_path}"
+    )

@@ -1,0 +1,37 @@
+"""Human-readable views of GetStatus: the one-line progress display and the `asyncrl status` report."""
+
+from __future__ import annotations
+
+from asyncrl.v1 import parameter_server_pb2 as pb
+
+
+def progress_line(status: pb.GetStatusResponse) -> str:
+    return (
+        f"T={status.global_frames:>9,d}  fps={status.frames_per_second:7.0f}  "
+        f"updates/s={status.updates_per_second:6.1f}  mean_return_100={status.mean_return_100:6.1f}  "
+        f"episodes={status.episodes_completed:,d}  workers={status.live_workers}"
+    )
+
+
+def status_report(status: pb.GetStatusResponse) -> str:
+    lines = [
+        f"global frames (T)     {status.global_frames:,d}",
+        f"version               {status.version:,d}",
+        f"updates applied       {status.updates_applied:,d}",
+        f"updates rejected      {status.updates_rejected:,d}",
+        f"frames/s              {status.frames_per_second:,.0f}",
+        f"updates/s             {status.updates_per_second:,.1f}",
+        f"mean return (last 100) {status.mean_return_100:.2f}",
+        f"episodes completed    {status.episodes_completed:,d}",
+        f"learning rate         {status.learning_rate:.3g}",
+        f"training done         {'yes' if status.training_done else 'no'}",
+        f"uptime                {status.uptime_seconds:,.0f}s",
+        f"live workers          {status.live_workers} of {len(status.workers)}",
+    ]
+    for worker in status.workers:
+        state = "alive" if worker.alive else "SILENT"
+        lines.append(
+            f"  worker {worker.worker_id:<4d} {worker.name:<24s} envs={worker.num_envs:<3d} "
+            f"pushes={worker.pushes_applied:<8d} last seen {worker.seconds_since_last_seen:5.1f}s ago  {state}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,236 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Dtype(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DTYPE_UNSPECIFIED: _ClassVar[Dtype]
+    DTYPE_FLOAT32: _ClassVar[Dtype]
+    DTYPE_FLOAT16: _ClassVar[Dtype]
+    DTYPE_BFLOAT16: _ClassVar[Dtype]
+
+class Algorithm(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ALGORITHM_UNSPECIFIED: _ClassVar[Algorithm]
+    ALGORITHM_A3C: _ClassVar[Algorithm]
+    ALGORITHM_ONE_STEP_Q: _ClassVar[Algorithm]
+    ALGORITHM_ONE_STEP_SARSA: _ClassVar[Algorithm]
+    ALGORITHM_N_STEP_Q: _ClassVar[Algorithm]
+DTYPE_UNSPECIFIED: Dtype
+DTYPE_FLOAT32: Dtype
+DTYPE_FLOAT16: Dtype
+DTYPE_BFLOAT16: Dtype
+ALGORITHM_UNSPECIFIED: Algorithm
+ALGORITHM_A3C: Algorithm
+ALGORITHM_ONE_STEP_Q: Algorithm
+ALGORITHM_ONE_STEP_SARSA: Algorithm
+ALGORITHM_N_STEP_Q: Algorithm
+
+class Tensor(_message.Message):
+    __slots__ = ("name", "dtype", "shape", "data")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    dtype: Dtype
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    data: bytes
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[Dtype, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class TensorSpec(_message.Message):
+    __slots__ = ("name", "shape", "dtype")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    dtype: Dtype
+    def __init__(self, name: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[_Union[Dtype, str]] = ...) -> None: ...
+
+class ModelSpec(_message.Message):
+    __slots__ = ("architecture", "observation_shape", "num_actions", "hidden_sizes", "layout")
+    ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
+    OBSERVATION_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    NUM_ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    HIDDEN_SIZES_FIELD_NUMBER: _ClassVar[int]
+    LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    architecture: str
+    observation_shape: _containers.RepeatedScalarFieldContainer[int]
+    num_actions: int
+    hidden_sizes: _containers.RepeatedScalarFieldContainer[int]
+    layout: _containers.RepeatedCompositeFieldContainer[TensorSpec]
+    def __init__(self, architecture: _Optional[str] = ..., observation_shape: _Optional[_Iterable[int]] = ..., num_actions: _Optional[int] = ..., hidden_sizes: _Optional[_Iterable[int]] = ..., layout: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ...) -> None: ...
+
+class RunConfig(_message.Message):
+    __slots__ = ("algorithm", "env_id", "gamma", "t_max", "entropy_beta", "value_loss_coef", "max_frames", "max_staleness", "max_message_bytes", "model")
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    ENV_ID_FIELD_NUMBER: _ClassVar[int]
+    GAMMA_FIELD_NUMBER: _ClassVar[int]
+    T_MAX_FIELD_NUMBER: _ClassVar[int]
+    ENTROPY_BETA_FIELD_NUMBER: _ClassVar[int]
+    VALUE_LOSS_COEF_FIELD_NUMBER: _ClassVar[int]
+    MAX_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    MAX_STALENESS_FIELD_NUMBER: _ClassVar[int]
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    algorithm: Algorithm
+    env_id: str
+    gamma: float
+    t_max: int
+    entropy_beta: float
+    value_loss_coef: float
+    max_frames: int
+    max_staleness: int
+    max_message_bytes: int
+    model: ModelSpec
+    def __init__(self, algorithm: _Optional[_Union[Algorithm, str]] = ..., env_id: _Optional[str] = ..., gamma: _Optional[float] = ..., t_max: _Optional[int] = ..., entropy_beta: _Optional[float] = ..., value_loss_coef: _Optional[float] = ..., max_frames: _Optional[int] = ..., max_staleness: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ...) -> None: ...
+
+class RegisterWorkerRequest(_message.Message):
+    __slots__ = ("name", "num_envs", "accepted_dtypes", "algorithm")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NUM_ENVS_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_DTYPES_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    num_envs: int
+    accepted_dtypes: _containers.RepeatedScalarFieldContainer[Dtype]
+    algorithm: Algorithm
+    def __init__(self, name: _Optional[str] = ..., num_envs: _Optional[int] = ..., accepted_dtypes: _Optional[_Iterable[_Union[Dtype, str]]] = ..., algorithm: _Optional[_Union[Algorithm, str]] = ...) -> None: ...
+
+class RegisterWorkerResponse(_message.Message):
+    __slots__ = ("worker_id", "seed", "config", "heartbeat_interval_seconds")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    worker_id: int
+    seed: int
+    config: RunConfig
+    heartbeat_interval_seconds: float
+    def __init__(self, worker_id: _Optional[int] = ..., seed: _Optional[int] = ..., config: _Optional[_Union[RunConfig, _Mapping]] = ..., heartbeat_interval_seconds: _Optional[float] = ...) -> None: ...
+
+class PullWeightsRequest(_message.Message):
+    __slots__ = ("worker_id", "have_version", "dtype")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    HAVE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    worker_id: int
+    have_version: int
+    dtype: Dtype
+    def __init__(self, worker_id: _Optional[int] = ..., have_version: _Optional[int] = ..., dtype: _Optional[_Union[Dtype, str]] = ...) -> None: ...
+
+class PullWeightsResponse(_message.Message):
+    __slots__ = ("version", "parameters", "global_frames", "training_done")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    GLOBAL_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_DONE_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    parameters: _containers.RepeatedCompositeFieldContainer[Tensor]
+    global_frames: int
+    training_done: bool
+    def __init__(self, version: _Optional[int] = ..., parameters: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., global_frames: _Optional[int] = ..., training_done: _Optional[bool] = ...) -> None: ...
+
+class EpisodeResult(_message.Message):
+    __slots__ = ("episode_return", "length")
+    EPISODE_RETURN_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    episode_return: float
+    length: int
+    def __init__(self, episode_return: _Optional[float] = ..., length: _Optional[int] = ...) -> None: ...
+
+class PushGradientsRequest(_message.Message):
+    __slots__ = ("worker_id", "base_version", "sequence_number", "frames", "gradients", "episodes", "reply_weights_dtype")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    GRADIENTS_FIELD_NUMBER: _ClassVar[int]
+    EPISODES_FIELD_NUMBER: _ClassVar[int]
+    REPLY_WEIGHTS_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    worker_id: int
+    base_version: int
+    sequence_number: int
+    frames: int
+    gradients: _containers.RepeatedCompositeFieldContainer[Tensor]
+    episodes: _containers.RepeatedCompositeFieldContainer[EpisodeResult]
+    reply_weights_dtype: Dtype
+    def __init__(self, worker_id: _Optional[int] = ..., base_version: _Optional[int] = ..., sequence_number: _Optional[int] = ..., frames: _Optional[int] = ..., gradients: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., episodes: _Optional[_Iterable[_Union[EpisodeResult, _Mapping]]] = ..., reply_weights_dtype: _Optional[_Union[Dtype, str]] = ...) -> None: ...
+
+class PushGradientsResponse(_message.Message):
+    __slots__ = ("version", "global_frames", "training_done", "parameters")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    GLOBAL_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_DONE_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    global_frames: int
+    training_done: bool
+    parameters: _containers.RepeatedCompositeFieldContainer[Tensor]
+    def __init__(self, version: _Optional[int] = ..., global_frames: _Optional[int] = ..., training_done: _Optional[bool] = ..., parameters: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ...) -> None: ...
+
+class GetConfigRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetConfigResponse(_message.Message):
+    __slots__ = ("config",)
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    config: RunConfig
+    def __init__(self, config: _Optional[_Union[RunConfig, _Mapping]] = ...) -> None: ...
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WorkerStatus(_message.Message):
+    __slots__ = ("worker_id", "name", "num_envs", "seconds_since_last_seen", "alive", "pushes_applied")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NUM_ENVS_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_SINCE_LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    ALIVE_FIELD_NUMBER: _ClassVar[int]
+    PUSHES_APPLIED_FIELD_NUMBER: _ClassVar[int]
+    worker_id: int
+    name: str
+    num_envs: int
+    seconds_since_last_seen: float
+    alive: bool
+    pushes_applied: int
+    def __init__(self, worker_id: _Optional[int] = ..., name: _Optional[str] = ..., num_envs: _Optional[int] = ..., seconds_since_last_seen: _Optional[float] = ..., alive: _Optional[bool] = ..., pushes_applied: _Optional[int] = ...) -> None: ...
+
+class GetStatusResponse(_message.Message):
+    __slots__ = ("global_frames", "version", "updates_applied", "updates_rejected", "live_workers", "workers", "mean_return_100", "episodes_completed", "frames_per_second", "updates_per_second", "training_done", "uptime_seconds", "learning_rate")
+    GLOBAL_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    UPDATES_APPLIED_FIELD_NUMBER: _ClassVar[int]
+    UPDATES_REJECTED_FIELD_NUMBER: _ClassVar[int]
+    LIVE_WORKERS_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_RETURN_100_FIELD_NUMBER: _ClassVar[int]
+    EPISODES_COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    UPDATES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_DONE_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    global_frames: int
+    version: int
+    updates_applied: int
+    updates_rejected: int
+    live_workers: int
+    workers: _containers.RepeatedCompositeFieldContainer[WorkerStatus]
+    mean_return_100: float
+    episodes_completed: int
+    frames_per_second: float
+    updates_per_second: float
+    training_done: bool
+    uptime_seconds: float
+    learning_rate: float
+    def __init__(self, global_frames: _Optional[int] = ..., version: _Optional[int] = ..., updates_applied: _Optional[int] = ..., updates_rejected: _Optional[int] = ..., live_workers: _Optional[int] = ..., workers: _Optional[_Iterable[_Union[WorkerStatus, _Mapping]]] = ..., mean_return_100: _Optional[float] = ..., episodes_completed: _Optional[int] = ..., frames_per_second: _Optional[float] = ..., updates_per_second: _Optional[float] = ..., training_done: _Optional[bool] = ..., uptime_seconds: _Optional[float] = ..., learning_rate: _Optional[float] = ...) -> None: ...

@@ -1,0 +1,71 @@
+"""The workers the server knows: identity, liveness, and the last push of each (for retried pushes)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from asyncrl.v1 import parameter_server_pb2 as pb
+
+
+@dataclass
+class WorkerRecord:
+    worker_id: int
+    name: str
+    num_envs: int
+    last_seen: float
+    last_sequence: int = 0
+    last_reply: pb.PushGradientsResponse | None = None
+    pushes_applied: int = 0
+    told_done: bool = False
+    # Serialises one worker's pushes, so a retry racing its original is applied once.
+    push_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+class UnknownWorker(KeyError):
+    """No worker with that id registered with this server process."""
+
+
+class WorkerRegistry:
+    def __init__(self, silence_timeout: float) -> None:
+        self.silence_timeout = silence_timeout
+        self._workers: dict[int, WorkerRecord] = {}
+        self._next_id = 1
+        self._lock = threading.Lock()
+
+    def register(self, name: str, num_envs: int) -> WorkerRecord:
+        with self._lock:
+            record = WorkerRecord(self._next_id, name, num_envs, time.monotonic())
+            self._workers[record.worker_id] = record
+            self._next_id += 1
+            return record
+
+    def seen(self, worker_id: int) -> WorkerRecord:
+        """Marks a call from worker_id and returns its record; raises UnknownWorker."""
+        record = self._workers.get(worker_id)
+        if record is None:
+            raise UnknownWorker(worker_id)
+        record.last_seen = time.monotonic()
+        return record
+
+    def records(self) -> list[WorkerRecord]:
+        with self._lock:
+            return list(self._workers.values())
+
+    def is_alive(self, record: WorkerRecord, now: float | None = None) -> bool:
+        return (now if now is not None else time.monotonic()) - record.last_seen <= self.silence_timeout
+
+    def status(self) -> list[pb.WorkerStatus]:
+        now = time.monotonic()
+        return [
+            pb.WorkerStatus(
+                worker_id=r.worker_id,
+                name=r.name,
+                num_envs=r.num_envs,
+                seconds_since_last_seen=now - r.last_seen,
+                alive=self.is_alive(r, now),
+                pushes_applied=r.pushes_applied,
+            )
+            for r in self.records()
+        ]

@@ -1,0 +1,60 @@
+"""Run statistics for GetStatus and the progress display: episode returns, counters and rates."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+
+
+class RateMeter:
+    """A per-second rate of a growing counter, over a sliding window of recent samples."""
+
+    def __init__(self, window_seconds: float = 5.0) -> None:
+        self.window_seconds = window_seconds
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def rate(self, count: int, now: float) -> float:
+        self._samples.append((now, count))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= self.window_seconds:
+            self._samples.popleft()
+        start_time, start_count = self._samples[0]
+        return (count - start_count) / (now - start_time) if now > start_time else 0.0
+
+
+class RunStats:
+    def __init__(self, recent_returns: list[float] | None = None, episodes_completed: int = 0) -> None:
+        self.recent_returns: deque[float] = deque(recent_returns or [], maxlen=100)
+        self.episodes_completed = episodes_completed
+        self.updates_applied = 0
+        self.rejections: Counter[str] = Counter()
+        self.frame_rate = RateMeter()
+        self.update_rate = RateMeter()
+        self._lock = threading.Lock()
+
+    def record_episodes(self, returns: list[float]) -> None:
+        with self._lock:
+            self.recent_returns.extend(returns)
+            self.episodes_completed += len(returns)
+
+    def record_rejection(self, reason: str) -> None:
+        with self._lock:
+            self.rejections[reason] += 1
+
+    def record_update(self) -> None:
+        with self._lock:
+            self.updates_applied += 1
+
+    @property
+    def updates_rejected(self) -> int:
+        return sum(self.rejections.values())
+
+    def mean_return(self) -> float:
+        with self._lock:
+            return sum(self.recent_returns) / len(self.recent_returns) if self.recent_returns else 0.0
+
+    def rates(self, global_frames: int) -> tuple[float, float]:
+        """(frames/s, updates/s) over the last few seconds."""
+        with self._lock:
+            now = time.monotonic()
+            return self.frame_rate.rate(global_frames, now), self.update_rate.rate(self.updates_applied, now)

@@ -1,0 +1,138 @@
+"""Shared fixtures: real server and worker processes on 127.0.0.1, and stubs generated from proto/."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from asyncrl.v1 import parameter_server_pb2 as pb
+from asyncrl.v1 import parameter_server_pb2_grpc as pb_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+CHILD_ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+
+
+class Process:
+    """An `asyncrl` subcommand running as its own OS process, its output in a log file."""
+
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.log_path = log_path
+        self._log = open(log_path, "ab")
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "asyncrl", *args], stdout=self._log, stderr=subprocess.STDOUT,
+            env={**CHILD_ENV, **(env or {})},
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, signum: int) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"`asyncrl {' '.join(self.args)}` still running after {timeout}s:\n{self.log()[-3000:]}")
+
+    def stop(self) -> None:
+        self.signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+        self._log.close()
+
+
+class ServerProcess(Process):
+    """`asyncrl server` on 127.0.0.1 with a free port, with a stub once it serves."""
+
+    def __init__(self, directory: Path, *flags: str, env: dict[str, str] | None = None) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.port_file = directory / "server.port"
+        self.port_file.unlink(missing_ok=True)
+        self.checkpoint_dir = directory / "checkpoints"
+        super().__init__(
+            ["server", "--host", "127.0.0.1", "--port", "0", "--port-file", str(self.port_file),
+             "--checkpoint-dir", str(self.checkpoint_dir), *flags],
+            directory / "server.log", env,
+        )
+        self.port = self._wait_for_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.channel = grpc.insecure_channel(
+            self.address,
+            options=[("grpc.max_send_message_length", 256 * 2**20), ("grpc.max_receive_message_length", 256 * 2**20)],
+        )
+        self.stub = pb_grpc.ParameterServerServiceStub(self.channel)
+
+    def _wait_for_port(self, timeout: float = 60.0) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise AssertionError(f"server exited with {self.popen.returncode}:\n{self.log()[-3000:]}")
+            if self.port_file.exists() and self.port_file.read_text().strip():
+                return int(self.port_file.read_text())
+            time.sleep(0.05)
+        raise AssertionError(f"server did not serve within {timeout}s:\n{self.log()[-3000:]}")
+
+    def status(self) -> pb.GetStatusResponse:
+        return self.stub.GetStatus(pb.GetStatusRequest(), timeout=10)
+
+    def stop(self) -> None:
+        self.channel.close()
+        super().stop()
+
+
+def start_worker(directory: Path, address: str, name: str, *flags: str) -> Process:
+    return Process(["worker", "--server", address, "--name", name, *flags], directory / f"{name}.log")
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator:
+    """Starts servers (stopped at teardown): server_factory(*flags, directory=None)."""
+    started: list[ServerProcess] = []
+
+    def start(*flags: str, directory: Path | None = None) -> ServerProcess:
+        server = ServerProcess(directory or tmp_path / f"server{len(started)}", *flags)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def worker_factory(tmp_path: Path) -> Iterator:
+    """Starts workers (stopped at teardown): worker_factory(address, name, *flags)."""
+    started: list[Process] = []
+
+    def start(address: str, name: str, *flags: str) -> Process:
+        worker = start_worker(tmp_path, address, name, *flags)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def register(stub: pb_grpc.ParameterServerServiceStub, name: str = "test") -> pb.RegisterWorkerResponse:
+    return stub.RegisterWorker(pb.RegisterWorkerRequest(name=name, num_envs=1), timeout=10)
+
+
+def pull(stub: pb_grpc.ParameterServerServiceStub, worker_id: int, have_version: int = -1,
+         dtype: int = pb.DTYPE_FLOAT32) -> pb.PullWeightsResponse:
+    return stub.PullWeights(pb.PullWeightsRequest(worker_id=worker_id, have_version=have_version, dtype=dtype), timeout=10)
