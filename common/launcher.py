@@ -20,7 +20,7 @@ import grpc
 
 from asyncrl.common.config import RunConfig, TrainOptions, to_cli_args
 from asyncrl.common.progress import progress_line
-from asyncrl.server import checkpoint
+from asyncrl.common import checkpoint
 from asyncrl.v1 import parameter_server_pb2 as pb
 from asyncrl.v1 import parameter_server_pb2_grpc as pb_grpc
 

@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from asyncrl.common.config import RunConfig, ServerOptions
 from asyncrl.common.models import build_model, model_spec
 from asyncrl.common.wire import run_config_message
-from asyncrl.server import checkpoint
+from asyncrl.common import checkpoint
 from asyncrl.server.registry import WorkerRegistry
 from asyncrl.server.service import ParameterServerServicer
 from asyncrl.server.stats import RunStats
