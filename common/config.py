@@ -53,8 +53,15 @@ def _port(value: int) -> str | None:
     return None if 0 <= value <= 65535 else "must be a port number in 0..65535 (0 picks a free one)"
 
 
+class _Checked:
+    """Checks every field's choices and range when an instance is built, from flags or from code."""
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(_Checked):
     """The training run: the server enforces it and tells every worker at registration."""
 
     algorithm: str = _setting("a3c", "learning method", choices=ALGORITHMS)
@@ -84,13 +91,13 @@ class RunConfig:
     )
 
     def __post_init__(self) -> None:
-        _validate(self)
+        super().__post_init__()
         if any(width <= 0 for width in self.hidden_sizes) or not self.hidden_sizes:
             raise ConfigError(_bad(self, "hidden_sizes", self.hidden_sizes, "must be positive widths, e.g. 64,64"))
 
 
 @dataclass(frozen=True)
-class ServerOptions:
+class ServerOptions(_Checked):
     """How the parameter-server daemon serves and persists a run."""
 
     host: str = _setting("127.0.0.1", "address to listen on ('0.0.0.0' for all interfaces)")
@@ -104,14 +111,14 @@ class ServerOptions:
     heartbeat_interval: float = _setting(5.0, "seconds between a worker's calls when idle", check=_positive)
     silence_timeout: float = _setting(30.0, "a worker silent this many seconds is reported dead", check=_positive)
     linger: float = _setting(
-        10.0, "seconds to keep answering after training ends, so every worker hears it", check=_non_negative
+        10.0, "seconds to keep serving after training ends, so every worker and status poller hears it", check=_non_negative
     )
     shutdown_grace: float = _setting(5.0, "seconds in-flight calls get to finish on shutdown", check=_non_negative)
     log_level: str = _setting("INFO", "logging level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
 
 @dataclass(frozen=True)
-class WorkerOptions:
+class WorkerOptions(_Checked):
     """How one worker daemon connects and acts."""
 
     server: str = _setting("127.0.0.1:50051", "parameter server address, HOST:PORT")
@@ -125,7 +132,7 @@ class WorkerOptions:
 
 
 @dataclass(frozen=True)
-class TrainOptions:
+class TrainOptions(_Checked):
     """The local launcher: one server and N workers as separate processes on localhost."""
 
     workers: int = _setting(2, "worker processes to start", check=_positive)
@@ -158,10 +165,6 @@ def _validate(obj: Any) -> None:
         check: Callable[[Any], str | None] | None = f.metadata.get("check")
         if check is not None and value is not None and (problem := check(value)) is not None:
             raise ConfigError(_bad(obj, f.name, value, problem))
-
-
-for _cls in (ServerOptions, WorkerOptions, TrainOptions):
-    _cls.__post_init__ = _validate  # type: ignore[attr-defined]
 
 
 def _parser_for(annotation: Any) -> Callable[[str], Any]:

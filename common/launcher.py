@@ -77,7 +77,7 @@ def train(config: RunConfig, options: TrainOptions) -> int:
     csv_path = run_dir / "progress.csv"
     server = _start(
         ["server", *to_cli_args(config), "--port", "0", "--port-file", str(port_file),
-         "--checkpoint-dir", str(checkpoint_dir), "--linger", "5"],
+         "--checkpoint-dir", str(checkpoint_dir), "--linger", "3"],
         run_dir / "server.log",
     )
     processes = [server]

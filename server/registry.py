@@ -18,7 +18,6 @@ class WorkerRecord:
     last_sequence: int = 0
     last_reply: pb.PushGradientsResponse | None = None
     pushes_applied: int = 0
-    told_done: bool = False
     # Serialises one worker's pushes, so a retry racing its original is applied once.
     push_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

@@ -111,7 +111,6 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
             if request.reply_weights_dtype and not done:
                 reply.parameters.extend(self._encoded_weights(self.store.snapshot(), request.reply_weights_dtype))
             record.last_sequence, record.last_reply = request.sequence_number, reply
-            record.told_done = record.told_done or done
             return reply
 
     def GetStatus(self, request: pb.GetStatusRequest, context: grpc.ServicerContext):

@@ -1,0 +1,52 @@
+# Set-up, tests, training and benchmarks. `make train` and `make test` do all set-up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION := 2.13.0
+# Where pip would otherwise pick a CUDA build of torch (several GB), set TORCH_INDEX to a
+# package index that serves CPU builds, e.g. `make test TORCH_INDEX=...` (see README).
+TORCH_INDEX ?=
+BUF_VERSION := 1.75.0
+BUF := .tools/node_modules/.bin/buf
+GENERATED := proto/asyncrl/v1/parameter_server_pb2.py proto/asyncrl/v1/parameter_server_pb2_grpc.py
+
+.PHONY: all install train test proto lint bench clean
+
+all: test
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(if $(TORCH_INDEX),PIP_INDEX_URL=$(TORCH_INDEX)) $(PY) -m pip install --quiet torch==$(TORCH_VERSION)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@if $(PY) -m pip list --format=freeze 2>/dev/null | grep -qi '^nvidia-'; then \
+		echo "error: the venv holds nvidia-* packages (a CUDA build of torch); asyncrl needs the CPU build." >&2; \
+		echo "Remove $(VENV) and run again with TORCH_INDEX set to an index serving CPU builds of torch $(TORCH_VERSION)." >&2; \
+		exit 1; fi
+	touch $@
+
+install: $(VENV)/.installed | $(GENERATED)
+
+$(BUF):
+	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
+
+# Generated code is committed; `make proto` regenerates it after a .proto change (a test checks it is current).
+$(GENERATED):
+	$(MAKE) proto
+
+proto: $(VENV)/.installed
+	$(PY) proto/generate.py
+
+lint: $(BUF)
+	$(BUF) lint
+
+train: install
+	$(VENV)/bin/asyncrl train
+
+test: install $(BUF)
+	ASYNCRL_BUF=$(BUF) $(PY) -m pytest -q
+
+bench: install
+	$(PY) benchmarks/bench.py
+
+clean:
+	rm -rf $(VENV) .tools runs build *.egg-info
