@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from asyncrl.common.algorithms.a3c import actor_critic_loss, n_step_returns
+from asyncrl.common.algorithms.a3c import actor_critic_loss
+from asyncrl.common.algorithms.returns import n_step_returns
 
 GAMMA = 0.9
 

@@ -8,6 +8,7 @@ import signal
 import socket
 import threading
 
+import numpy as np
 import torch
 
 from asyncrl.common.algorithms import a3c
@@ -17,6 +18,7 @@ from asyncrl.common.seeding import derive_seed
 from asyncrl.common.wire import ALGORITHM_ENUMS
 from asyncrl.v1 import parameter_server_pb2 as pb
 from asyncrl.worker.actor import Actor
+from asyncrl.worker.policies import SoftmaxPolicy
 from asyncrl.worker.client import Connection, GrpcConnection, ServerReply, StaleGradients, Stopped, UnknownWorker
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ class Worker:
             torch.manual_seed(reply.seed)
             self.model = build_model(self.config.model)
             seeds = [derive_seed(reply.seed, copy) for copy in range(self.num_envs)]
-            self.actor = Actor(self.config.env_id, seeds)
+            self.actor = Actor(self.config.env_id, seeds, SoftmaxPolicy(np.random.default_rng(seeds[0])))
         log.info("registered as worker %d (seed %d) for %s on %s", self.worker_id, reply.seed,
                  pb.Algorithm.Name(self.config.algorithm), self.config.env_id)
         return reply

@@ -20,30 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from asyncrl.common.algorithms.returns import n_step_returns
 from asyncrl.common.rollout import Rollout
-
-
-def n_step_returns(
-    rewards: torch.Tensor,
-    episode_ended: torch.Tensor,
-    cut_values: torch.Tensor,
-    bootstrap_values: torch.Tensor,
-    gamma: float,
-) -> torch.Tensor:
-    """Discounted n-step returns for a [T, E] rollout of E env copies, computed backwards.
-
-    rewards[t], episode_ended[t] and cut_values[t] describe step t of each copy: the reward,
-    whether the episode ended at that step, and the value to bootstrap from if it did (0 for
-    a terminal state, V(final observation) for a time-limit truncation). bootstrap_values[e]
-    is V of the observation after the last step, used where the episode is still running.
-    """
-    returns = torch.empty_like(rewards)
-    running = bootstrap_values
-    for t in reversed(range(rewards.shape[0])):
-        running = torch.where(episode_ended[t], cut_values[t], running)
-        running = rewards[t] + gamma * running
-        returns[t] = running
-    return returns
 
 
 @dataclass(frozen=True)
@@ -80,14 +58,16 @@ def actor_critic_loss(
     return ActorCriticLoss(total=total, policy=policy_loss, value=value_loss, entropy=entropy)
 
 
-def rollout_loss(
-    model: torch.nn.Module, rollout: Rollout, gamma: float, entropy_beta: float, value_loss_coef: float
-) -> ActorCriticLoss:
+def rollout_loss(model: torch.nn.Module, rollout: Rollout, gamma: float, entropy_beta: float,
+                 value_loss_coef: float) -> ActorCriticLoss:
     """The A3C loss of one rollout: one batched forward pass over every step of every copy."""
     logits, values = model(rollout.observations.flatten(0, 1))
+    cut_values = torch.zeros_like(rollout.rewards)
     with torch.no_grad():
         _, bootstrap_values = model(rollout.next_observations)
-    returns = n_step_returns(rollout.rewards, rollout.episode_ended, rollout.cut_values, bootstrap_values, gamma)
+        if rollout.truncated.any():
+            _, cut_values[rollout.truncated] = model(rollout.final_observations[rollout.truncated])
+    returns = n_step_returns(rollout.rewards, rollout.episode_ended, cut_values, bootstrap_values, gamma)
     return actor_critic_loss(
         logits, values, rollout.actions.flatten(), returns.flatten(), entropy_beta, value_loss_coef
     )

@@ -1,0 +1,61 @@
+"""How a worker picks actions: sampling A3C's softmax policy, or epsilon-greedy on Q values per env copy."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+import torch
+
+
+class Policy(Protocol):
+    def act(self, model: torch.nn.Module, observations: np.ndarray, copies: Sequence[int]) -> np.ndarray:
+        """One action for each observation; copies[i] is the env copy observations[i] belongs to."""
+        ...
+
+
+class SoftmaxPolicy:
+    """Samples from softmax(logits) of an actor-critic model, by the Gumbel-max trick."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+
+    def act(self, model: torch.nn.Module, observations: np.ndarray, copies: Sequence[int]) -> np.ndarray:
+        with torch.no_grad():
+            logits, _ = model(torch.from_numpy(observations))
+        return (logits.numpy() + self.rng.gumbel(size=logits.shape)).argmax(axis=1)
+
+
+def draw_final_epsilon(rng: np.random.Generator, values: Sequence[float], probabilities: Sequence[float]) -> float:
+    """One env copy's final exploration rate: from {0.1, 0.01, 0.5} with probabilities {0.4, 0.3, 0.3} in the paper."""
+    return float(rng.choice(np.asarray(values), p=np.asarray(probabilities)))
+
+
+def annealed_epsilon(final: float, global_frames: int, anneal_frames: int) -> float:
+    """Linear from 1 at T = 0 to final at T = anneal_frames, then constant."""
+    remaining = max(0.0, 1.0 - global_frames / anneal_frames) if anneal_frames > 0 else 0.0
+    return final + (1.0 - final) * remaining
+
+
+class EpsilonGreedyPolicy:
+    """Greedy on Q(s, .) with probability 1 - epsilon, uniform otherwise; each env copy has its own epsilon."""
+
+    def __init__(self, final_epsilons: Sequence[float], anneal_frames: int, num_actions: int,
+                 rng: np.random.Generator) -> None:
+        self.final_epsilons = np.asarray(final_epsilons, dtype=np.float64)
+        self.anneal_frames = anneal_frames
+        self.num_actions = num_actions
+        self.rng = rng
+        self.epsilons = self.final_epsilons.copy()
+        self.set_global_frames(0)
+
+    def set_global_frames(self, global_frames: int) -> None:
+        """Anneals every copy's epsilon to the global frame counter T."""
+        self.epsilons = np.array([annealed_epsilon(f, global_frames, self.anneal_frames) for f in self.final_epsilons])
+
+    def act(self, model: torch.nn.Module, observations: np.ndarray, copies: Sequence[int]) -> np.ndarray:
+        with torch.no_grad():
+            greedy = model(torch.from_numpy(observations)).argmax(dim=1).numpy()
+        explore = self.rng.random(len(copies)) < self.epsilons[list(copies)]
+        return np.where(explore, self.rng.integers(self.num_actions, size=len(copies)), greedy)
