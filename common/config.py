@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-ALGORITHMS = ("a3c",)
-"""Learning methods this version serves (the paper's other three are planned)."""
+ALGORITHMS = ("a3c", "q1", "sarsa1", "nstep-q")
+"""The paper's methods: A3C, one-step Q-learning, one-step SARSA, n-step Q-learning."""
 
 LR_SCHEDULES = ("linear", "constant")
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
@@ -64,7 +64,10 @@ class _Checked:
 class RunConfig(_Checked):
     """The training run: the server enforces it and tells every worker at registration."""
 
-    algorithm: str = _setting("a3c", "learning method", choices=ALGORITHMS)
+    algo: str = _setting(
+        "a3c", "learning method: a3c, q1 (one-step Q), sarsa1 (one-step SARSA), nstep-q (n-step Q)",
+        choices=ALGORITHMS,
+    )
     env_id: str = _setting("CartPole-v1", "gymnasium environment id")
     seed: int = _setting(0, "run seed; every worker and env copy derives its own from it")
     gamma: float = _setting(0.99, "discount factor", check=_gamma)
@@ -81,19 +84,42 @@ class RunConfig(_Checked):
         1e-5, "RMSProp epsilon, added to the squared-gradient average inside the square root", check=_positive
     )
     max_grad_norm: float = _setting(40.0, "global-norm gradient clipping threshold (0 disables)", check=_non_negative)
-    hidden_sizes: tuple[int, ...] = _setting((64, 64), "MLP hidden layer widths, comma-separated")
+    hidden_sizes: tuple[int, ...] = _setting((64, 64), "MLP hidden layer widths, comma-separated (empty: a linear model)")
+    async_update: int = _setting(
+        5, "one-step methods: steps per env copy between pushes (the paper's I_AsyncUpdate)", check=_positive
+    )
+    target_update_frames: int = _setting(
+        40_000, "value-based methods: copy the network to the target network every this many frames of T "
+        "(the paper's I_target)", check=_positive,
+    )
+    epsilon_values: tuple[float, ...] = _setting(
+        (0.1, 0.01, 0.5), "value-based methods: final exploration rates each env copy draws from"
+    )
+    epsilon_probabilities: tuple[float, ...] = _setting(
+        (0.4, 0.3, 0.3), "value-based methods: the probabilities of --epsilon-values"
+    )
+    epsilon_anneal_frames: int = _setting(
+        50_000, "value-based methods: epsilon falls linearly from 1 to its final value over this many frames of T "
+        "(the paper used 4 million on Atari)", check=_non_negative,
+    )
     max_frames: int = _setting(1_000_000, "frame budget: training ends when T reaches it", check=_positive)
     target_return: float | None = _setting(
         475.0, "training ends when the mean return of the last 100 episodes reaches this ('none' disables)"
     )
     max_staleness: int = _setting(
-        32, "pushes computed against a version this many updates old, or older, are refused", check=_positive
+        32, "pushes computed against a version more than this many updates old are refused (ABORTED)", check=_positive
     )
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if any(width <= 0 for width in self.hidden_sizes) or not self.hidden_sizes:
+        if any(width <= 0 for width in self.hidden_sizes):
             raise ConfigError(_bad(self, "hidden_sizes", self.hidden_sizes, "must be positive widths, e.g. 64,64"))
+        if not all(0 <= e <= 1 for e in self.epsilon_values) or not self.epsilon_values:
+            raise ConfigError(_bad(self, "epsilon_values", self.epsilon_values, "must be rates in [0, 1]"))
+        probabilities = self.epsilon_probabilities
+        if len(probabilities) != len(self.epsilon_values) or min(probabilities) < 0 or abs(sum(probabilities) - 1) > 1e-6:
+            raise ConfigError(_bad(self, "epsilon_probabilities", probabilities,
+                                   f"must be {len(self.epsilon_values)} non-negative numbers summing to 1"))
 
 
 @dataclass(frozen=True)
@@ -122,6 +148,10 @@ class WorkerOptions(_Checked):
     """How one worker daemon connects and acts."""
 
     server: str = _setting("127.0.0.1:50051", "parameter server address, HOST:PORT")
+    algo: str = _setting(
+        "", "the method this worker must run; refused if the server runs another (default: the server's)",
+        choices=("",) + ALGORITHMS,
+    )
     envs: int = _setting(1, "environment copies run by this worker (batched in one forward pass)", check=_positive)
     name: str = _setting("", "name shown in the server's status (default: host name and pid)")
     dtype: str = _setting("float32", "encoding for pulled weights and pushed gradients", choices=DTYPE_NAMES)

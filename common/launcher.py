@@ -87,7 +87,7 @@ def train(config: RunConfig, options: TrainOptions) -> int:
     try:
         port = _wait_for_port(port_file, server)
         address = f"127.0.0.1:{port}"
-        print(f"asyncrl train: {config.algorithm} on {config.env_id}, server at {address}, "
+        print(f"asyncrl train: {config.algo} on {config.env_id}, server at {address}, "
               f"{options.workers} workers x {options.envs} env copies; logs in {run_dir}/", flush=True)
         for index in range(options.workers):
             processes.append(_start(["worker", "--server", address, "--envs", str(options.envs),

@@ -19,6 +19,7 @@ from asyncrl.common.config import RunConfig, ServerOptions
 from asyncrl.common.models import build_model, model_spec
 from asyncrl.common.wire import run_config_message
 from asyncrl.common import checkpoint
+from asyncrl.common.algorithms import METHODS
 from asyncrl.server.registry import WorkerRegistry
 from asyncrl.server.service import ParameterServerServicer
 from asyncrl.server.stats import RunStats
@@ -53,7 +54,7 @@ def build_servicer(config: RunConfig, options: ServerOptions) -> ParameterServer
     torch.manual_seed(config.seed)  # the initial weights; everything after comes from pushes
     model = build_model(spec)
     names, parameters = zip(*model.named_parameters())
-    store = ParameterStore(names, parameters, config)
+    store = ParameterStore(names, parameters, config, has_target=METHODS[config.algo].value_based)
     stats = RunStats()
     if restored is not None:
         store.load_state_dict(state["store"])
@@ -64,7 +65,7 @@ def build_servicer(config: RunConfig, options: ServerOptions) -> ParameterServer
         config,
         run_config_message(config, spec, max_message_bytes),
         store,
-        WorkerRegistry(options.silence_timeout),
+        WorkerRegistry(options.silence_timeout, int(state.get("next_worker_id", 1)) if restored is not None else 1),
         stats,
         options.heartbeat_interval,
     )
@@ -79,6 +80,7 @@ def checkpoint_state(servicer: ParameterServerServicer) -> dict:
         "recent_returns": list(servicer.stats.recent_returns),
         "episodes_completed": servicer.stats.episodes_completed,
         "updates_applied": servicer.stats.updates_applied,
+        "next_worker_id": servicer.registry.next_id,
         "training_done": servicer.training_done.is_set(),
     }
 
@@ -124,7 +126,7 @@ def serve(config: RunConfig, options: ServerOptions) -> int:
     if options.port_file:
         Path(options.port_file).write_text(f"{port}\n")
     log.info("serving %s on %s:%d (%s on %s)", SERVICE_NAME, options.host, port,
-             servicer.config.algorithm, servicer.config.env_id)
+             servicer.config.algo, servicer.config.env_id)
     checkpoint_dir = Path(options.checkpoint_dir)
     next_checkpoint = time.monotonic() + options.checkpoint_interval
     next_log = time.monotonic() + 10.0

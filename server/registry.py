@@ -18,6 +18,7 @@ class WorkerRecord:
     last_sequence: int = 0
     last_reply: pb.PushGradientsResponse | None = None
     pushes_applied: int = 0
+    epsilons: list[float] = field(default_factory=list)
     # Serialises one worker's pushes, so a retry racing its original is applied once.
     push_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -27,11 +28,19 @@ class UnknownWorker(KeyError):
 
 
 class WorkerRegistry:
-    def __init__(self, silence_timeout: float) -> None:
+    def __init__(self, silence_timeout: float, first_id: int = 1) -> None:
         self.silence_timeout = silence_timeout
         self._workers: dict[int, WorkerRecord] = {}
-        self._next_id = 1
+        # A resumed server starts after the ids it gave out before, so a worker's retried call made
+        # under its old id is refused (NOT_FOUND, so it registers again) instead of landing on a newcomer.
+        self._next_id = first_id
         self._lock = threading.Lock()
+
+    @property
+    def next_id(self) -> int:
+        """The id the next registration gets (checkpointed, so ids are never reused across a resume)."""
+        with self._lock:
+            return self._next_id
 
     def register(self, name: str, num_envs: int) -> WorkerRecord:
         with self._lock:
@@ -65,6 +74,7 @@ class WorkerRegistry:
                 seconds_since_last_seen=now - r.last_seen,
                 alive=self.is_alive(r, now),
                 pushes_applied=r.pushes_applied,
+                epsilons=r.epsilons,
             )
             for r in self.records()
         ]

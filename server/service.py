@@ -12,7 +12,7 @@ import torch
 from asyncrl.common import tensors
 from asyncrl.common.config import RunConfig
 from asyncrl.common.seeding import derive_seed
-from asyncrl.common.wire import ALGORITHM_ENUMS
+from asyncrl.common.algorithms import METHODS
 from asyncrl.server.registry import UnknownWorker, WorkerRecord, WorkerRegistry
 from asyncrl.server.stats import RunStats
 from asyncrl.server.store import ParameterStore, Snapshot
@@ -49,7 +49,7 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
     # --- RPCs -----------------------------------------------------------------------------
 
     def RegisterWorker(self, request: pb.RegisterWorkerRequest, context: grpc.ServicerContext):
-        ours = ALGORITHM_ENUMS[self.config.algorithm]
+        ours = METHODS[self.config.algo].wire
         if request.algorithm not in (pb.ALGORITHM_UNSPECIFIED, ours):
             context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -75,18 +75,18 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
         dtype = request.dtype or pb.DTYPE_FLOAT32
         if dtype not in tensors.TORCH_DTYPES:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unsupported dtype {dtype} for pulled weights")
-        snapshot = self.store.snapshot()
-        done = self.training_done.is_set()
-        if request.have_version == snapshot.version:
-            return pb.PullWeightsResponse(
-                version=snapshot.version, global_frames=snapshot.global_frames, training_done=done
-            )
-        return pb.PullWeightsResponse(
+        snapshot, target = self.store.snapshot(), self.store.target()
+        reply = pb.PullWeightsResponse(
             version=snapshot.version,
             global_frames=snapshot.global_frames,
-            training_done=done,
-            parameters=self._encoded_weights(snapshot, dtype),
+            training_done=self.training_done.is_set(),
+            target_version=target.version if target is not None else 0,
         )
+        if request.have_version != snapshot.version:
+            reply.parameters.extend(self._encoded_weights(snapshot, dtype))
+        if target is not None and request.have_target_version != target.version:
+            reply.target_parameters.extend(self._encoded_weights(target, dtype))
+        return reply
 
     def PushGradients(self, request: pb.PushGradientsRequest, context: grpc.ServicerContext):
         record = self._known_worker(request.worker_id, context, counts_as_rejection=True)
@@ -99,17 +99,24 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
                              f"unsupported reply_weights_dtype {request.reply_weights_dtype}")
             gradients = self._decode_gradients(request, context)
             if self.training_done.is_set():
-                version, global_frames = self.store.version, self.store.global_frames
+                snapshot = self.store.snapshot()
             else:
-                version, global_frames = self.store.apply(gradients, request.frames)
+                snapshot = self.store.apply(gradients, request.frames)
                 self.stats.record_update()
                 self.stats.record_episodes([e.episode_return for e in request.episodes])
                 record.pushes_applied += 1
-                self._check_training_done(global_frames)
+                record.epsilons = list(request.epsilons)
+                self._check_training_done(snapshot.global_frames)
             done = self.training_done.is_set()
-            reply = pb.PushGradientsResponse(version=version, global_frames=global_frames, training_done=done)
+            target = self.store.target()
+            reply = pb.PushGradientsResponse(
+                version=snapshot.version,
+                global_frames=snapshot.global_frames,
+                training_done=done,
+                target_version=target.version if target is not None else 0,
+            )
             if request.reply_weights_dtype and not done:
-                reply.parameters.extend(self._encoded_weights(self.store.snapshot(), request.reply_weights_dtype))
+                reply.parameters.extend(self._encoded_weights(snapshot, request.reply_weights_dtype))
             record.last_sequence, record.last_reply = request.sequence_number, reply
             return reply
 
@@ -134,14 +141,18 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
         )
 
     def _encoded_weights(self, snapshot: Snapshot, dtype: int) -> list[pb.Tensor]:
-        """The snapshot's parameters on the wire, encoded once per (version, dtype) however many workers ask."""
+        """A snapshot's parameters on the wire, encoded once per (version, dtype) however many workers ask.
+
+        Only the newest online version and the current target are kept: older ones are not asked for again.
+        """
         key = (snapshot.version, dtype)
         with self._encode_lock:
             encoded = self._encoded.get(key)
             if encoded is None:
                 encoded = tensors.encode_all(zip(self.store.names, snapshot.parameters), dtype)
-                # Keep the newest version's encodings only: older ones will not be asked for again.
-                self._encoded = {k: v for k, v in self._encoded.items() if k[0] == snapshot.version}
+                target = self.store.target()
+                wanted = {snapshot.version, self.store.version, target.version if target is not None else -1}
+                self._encoded = {k: v for k, v in self._encoded.items() if k[0] in wanted}
                 self._encoded[key] = encoded
             return encoded
 
@@ -188,6 +199,8 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
                 f"gradients computed against version {request.base_version} are more than "
                 f"{self.config.max_staleness} updates behind the current version {current}: pull and recompute",
             )
+        if not all(0.0 <= epsilon <= 1.0 for epsilon in request.epsilons):  # NaN fails too
+            self._reject(context, invalid, "bad_epsilon", f"epsilons must be in [0, 1], got {list(request.epsilons)}")
         for episode in request.episodes:
             if not (torch.isfinite(torch.tensor(episode.episode_return)) and episode.length >= 0):
                 self._reject(context, invalid, "bad_episode", f"episode result {episode} is not finite")

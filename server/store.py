@@ -9,7 +9,9 @@ shared by all workers:
 
 where lr(T) = lr_0 * (1 - T / max_frames) anneals linearly to 0 over the frame budget
 (or stays lr_0 with the constant schedule). Each applied update raises the version by
-one and T by the frames the push reports.
+one and T by the frames the push reports. For the value-based methods, the update whose
+frames carry T across a multiple of I_target also copies the parameters to the target
+network.
 """
 
 from __future__ import annotations
@@ -35,11 +37,16 @@ class Snapshot:
 class ParameterStore:
     """Parameters, optimizer state, version and T. Nothing else in asyncrl changes parameters."""
 
-    def __init__(self, names: Sequence[str], parameters: Sequence[torch.Tensor], config: RunConfig) -> None:
+    def __init__(
+        self, names: Sequence[str], parameters: Sequence[torch.Tensor], config: RunConfig, has_target: bool
+    ) -> None:
         self.names = tuple(names)
         self.config = config
         self._snapshot = Snapshot(0, 0, tuple(p.detach().to(torch.float32).clone() for p in parameters))
         self.square_avg = [torch.zeros_like(p) for p in self._snapshot.parameters]
+        # The target network is a past snapshot: (the version it was copied from, its tensors).
+        self.has_target = has_target
+        self._target = self._snapshot if has_target else None
         self._lock = threading.Lock()
 
     @property
@@ -54,14 +61,18 @@ class ParameterStore:
         """The current parameters; safe to read while updates go on (updates replace, never mutate, them)."""
         return self._snapshot
 
+    def target(self) -> Snapshot | None:
+        """The target network (value-based methods), or None."""
+        return self._target
+
     def learning_rate(self) -> float:
         if self.config.lr_schedule == "constant":
             return self.config.learning_rate
         remaining = max(0.0, 1.0 - self.global_frames / self.config.max_frames)
         return self.config.learning_rate * remaining
 
-    def apply(self, gradients: Sequence[torch.Tensor], frames: int) -> tuple[int, int]:
-        """Applies one worker's gradients; returns (new version, new T).
+    def apply(self, gradients: Sequence[torch.Tensor], frames: int) -> Snapshot:
+        """Applies one worker's gradients; returns the snapshot this update made (its version and T).
 
         The gradients must already be validated (layout, finiteness): this never refuses.
         """
@@ -76,8 +87,12 @@ class ParameterStore:
             for theta, grad, square_avg in zip(self._snapshot.parameters, grads, self.square_avg):
                 square_avg.mul_(decay).addcmul_(grad, grad, value=1 - decay)
                 updated.append(theta - lr * grad / (square_avg + eps).sqrt())
-            self._snapshot = Snapshot(self.version + 1, self.global_frames + frames, tuple(updated))
-            return self._snapshot.version, self._snapshot.global_frames
+            before = self.global_frames
+            self._snapshot = Snapshot(self.version + 1, before + frames, tuple(updated))
+            interval = self.config.target_update_frames
+            if self.has_target and self._snapshot.global_frames // interval > before // interval:
+                self._target = self._snapshot
+            return self._snapshot
 
     def state_dict(self) -> dict:
         """Everything needed to resume: parameters, optimizer statistics, version and T."""
@@ -87,6 +102,11 @@ class ParameterStore:
                 "square_avg": dict(zip(self.names, (s.clone() for s in self.square_avg))),
                 "version": self._snapshot.version,
                 "global_frames": self.global_frames,
+                "target": None if self._target is None else {
+                    "version": self._target.version,
+                    "global_frames": self._target.global_frames,
+                    "parameters": dict(zip(self.names, self._target.parameters)),
+                },
             }
 
     def load_state_dict(self, state: dict) -> None:
@@ -94,3 +114,7 @@ class ParameterStore:
             parameters = tuple(state["parameters"][n].clone() for n in self.names)
             self._snapshot = Snapshot(int(state["version"]), int(state["global_frames"]), parameters)
             self.square_avg = [state["square_avg"][n].clone() for n in self.names]
+            target = state["target"]
+            if self.has_target and target is not None:
+                tensors = tuple(target["parameters"][n].clone() for n in self.names)
+                self._target = Snapshot(int(target["version"]), int(target["global_frames"]), tensors)

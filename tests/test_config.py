@@ -30,7 +30,8 @@ def asyncrl(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     [
         (["server", "--gamma", "1.5"], {}, "--gamma (ASYNCRL_GAMMA) = 1.5: must be in [0, 1]"),
         (["server", "--t-max", "five"], {}, "--t-max = 'five': expected an integer"),
-        (["server", "--algorithm", "dqn"], {}, "--algorithm (ASYNCRL_ALGORITHM) = 'dqn': must be one of"),
+        (["server", "--algo", "dqn"], {}, "--algo (ASYNCRL_ALGO) = 'dqn': must be one of a3c, q1, sarsa1, nstep-q"),
+        (["server", "--epsilon-probabilities", "0.5,0.5"], {}, "--epsilon-probabilities (ASYNCRL_EPSILON_PROBABILITIES)"),
         (["server"], {"ASYNCRL_LEARNING_RATE": "-1"}, "--learning-rate (ASYNCRL_LEARNING_RATE) = -1.0: must be > 0"),
         (["server"], {"ASYNCRL_MAX_FRAMES": "lots"}, "ASYNCRL_MAX_FRAMES = 'lots': expected an integer"),
         (["worker", "--envs", "0"], {}, "--envs (ASYNCRL_ENVS) = 0: must be > 0"),
@@ -85,12 +86,21 @@ def test_the_wire_config_is_a_view_of_the_run_config():
     assert set(WORKER_FIELDS) <= {f.name for f in dataclasses.fields(RunConfig)}
 
 
+def test_every_algorithm_name_is_a_method():
+    """The --algo choices and the methods the worker and server implement are the same set."""
+    from asyncrl.common.algorithms import METHODS
+    from asyncrl.common.config import ALGORITHMS
+
+    assert tuple(METHODS) == ALGORITHMS
+    assert {m.wire for m in METHODS.values()} == set(pb.Algorithm.values()) - {pb.ALGORITHM_UNSPECIFIED}
+
+
 def test_config_objects_validate_on_construction():
     """Building a config in code gets the same checks as the command line."""
     with pytest.raises(ConfigError, match="--max-staleness"):
         RunConfig(max_staleness=0)
     with pytest.raises(ConfigError, match="--hidden-sizes"):
-        RunConfig(hidden_sizes=())
+        RunConfig(hidden_sizes=(64, 0))
 
 
 def test_status_reports_an_unreachable_server():

@@ -42,9 +42,13 @@ class ServerReply:
     """What a pull or a push tells the worker."""
 
     version: int
+    global_frames: int
     training_done: bool
     # The parameters at `version`, decoded; None when the worker is already current.
     weights: list[torch.Tensor] | None
+    # The target network's version (value-based methods; else 0), and its parameters when fetched.
+    target_version: int = 0
+    target_weights: list[torch.Tensor] | None = None
 
 
 class Connection(Protocol):
@@ -52,7 +56,7 @@ class Connection(Protocol):
 
     def register(self, name: str, num_envs: int, algorithm: int) -> pb.RegisterWorkerResponse: ...
 
-    def pull(self, worker_id: int, have_version: int) -> ServerReply: ...
+    def pull(self, worker_id: int, have_version: int, have_target_version: int = -1) -> ServerReply: ...
 
     def push(
         self,
@@ -62,6 +66,7 @@ class Connection(Protocol):
         frames: int,
         gradients: Sequence[torch.Tensor],
         episodes: Sequence[tuple[float, int]],
+        epsilons: Sequence[float] = (),
     ) -> ServerReply:
         """Applies the gradients; the reply carries the parameters after this update."""
         ...
@@ -91,8 +96,10 @@ class GrpcConnection:
         self.layout = list(reply.config.model.layout)
         return reply
 
-    def pull(self, worker_id: int, have_version: int) -> ServerReply:
-        request = pb.PullWeightsRequest(worker_id=worker_id, have_version=have_version, dtype=self.dtype)
+    def pull(self, worker_id: int, have_version: int, have_target_version: int = -1) -> ServerReply:
+        request = pb.PullWeightsRequest(
+            worker_id=worker_id, have_version=have_version, dtype=self.dtype, have_target_version=have_target_version
+        )
         return self._server_reply(self._call(self.stub.PullWeights, request))
 
     def push(
@@ -103,6 +110,7 @@ class GrpcConnection:
         frames: int,
         gradients: Sequence[torch.Tensor],
         episodes: Sequence[tuple[float, int]],
+        epsilons: Sequence[float] = (),
     ) -> ServerReply:
         request = pb.PushGradientsRequest(
             worker_id=worker_id,
@@ -112,12 +120,18 @@ class GrpcConnection:
             gradients=[tensors.encode(spec.name, g, self.dtype) for spec, g in zip(self.layout, gradients)],
             episodes=[pb.EpisodeResult(episode_return=r, length=n) for r, n in episodes],
             reply_weights_dtype=self.dtype,
+            epsilons=epsilons,
         )
         return self._server_reply(self._call(self.stub.PushGradients, request))
 
     def _server_reply(self, reply: pb.PullWeightsResponse | pb.PushGradientsResponse) -> ServerReply:
         weights = tensors.decode_layout(reply.parameters, self.layout, "weights") if reply.parameters else None
-        return ServerReply(reply.version, reply.training_done, weights)
+        target_weights = None
+        if isinstance(reply, pb.PullWeightsResponse) and reply.target_parameters:
+            target_weights = tensors.decode_layout(reply.target_parameters, self.layout, "target weights")
+        return ServerReply(
+            reply.version, reply.global_frames, reply.training_done, weights, reply.target_version, target_weights
+        )
 
     def _call(self, method: Callable[..., Reply], request: object) -> Reply:
         """One RPC with a deadline, retried on transient errors; NOT_FOUND and ABORTED become exceptions."""

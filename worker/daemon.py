@@ -8,49 +8,73 @@ import signal
 import socket
 import threading
 
+import grpc
 import numpy as np
 import torch
 
-from asyncrl.common.algorithms import a3c
+from asyncrl.common.algorithms import METHODS, METHODS_BY_WIRE
 from asyncrl.common.config import WorkerOptions
 from asyncrl.common.models import build_model
 from asyncrl.common.seeding import derive_seed
-from asyncrl.common.wire import ALGORITHM_ENUMS
 from asyncrl.v1 import parameter_server_pb2 as pb
 from asyncrl.worker.actor import Actor
-from asyncrl.worker.policies import SoftmaxPolicy
+from asyncrl.worker.policies import EpsilonGreedyPolicy, SoftmaxPolicy, draw_final_epsilon
 from asyncrl.worker.client import Connection, GrpcConnection, ServerReply, StaleGradients, Stopped, UnknownWorker
 
 log = logging.getLogger(__name__)
 
 
 class Worker:
-    """One worker: a local model copy and E env copies, driven by a parameter server's replies."""
+    """One worker: a local model copy (and target network copy) and E env copies, driven by a server's replies."""
 
-    def __init__(self, connection: Connection, name: str, num_envs: int, stop: threading.Event) -> None:
+    def __init__(
+        self, connection: Connection, name: str, num_envs: int, stop: threading.Event, algo: str = ""
+    ) -> None:
         self.connection = connection
         self.name = name
         self.num_envs = num_envs
         self.stop = stop
+        self.algo = algo  # "" implements whatever the server runs
         self.actor: Actor | None = None
         self.model: torch.nn.Module | None = None
+        self.target_model: torch.nn.Module | None = None
+        self.policy: EpsilonGreedyPolicy | SoftmaxPolicy | None = None
         self.pending_episodes: list[tuple[float, int]] = []
         self.frames_pushed = 0
         self.pushes = 0
 
     def register(self) -> pb.RegisterWorkerResponse:
-        """(Re-)registers. The first registration builds the model and env copies; later ones keep them."""
-        reply = self.connection.register(self.name, self.num_envs, ALGORITHM_ENUMS["a3c"])
+        """(Re-)registers. The first registration builds the models and env copies; later ones keep them."""
+        wire = METHODS[self.algo].wire if self.algo else pb.ALGORITHM_UNSPECIFIED
+        reply = self.connection.register(self.name, self.num_envs, wire)
         self.worker_id, self.config = reply.worker_id, reply.config
-        self.sequence_number, self.version = 0, -1
+        self.method = METHODS_BY_WIRE[self.config.algorithm]
+        self.sequence_number, self.version, self.target_version = 0, -1, -1
+        self.server_target_version = 0
         if self.actor is None:
-            torch.manual_seed(reply.seed)
-            self.model = build_model(self.config.model)
-            seeds = [derive_seed(reply.seed, copy) for copy in range(self.num_envs)]
-            self.actor = Actor(self.config.env_id, seeds, SoftmaxPolicy(np.random.default_rng(seeds[0])))
+            self._build(reply.seed)
         log.info("registered as worker %d (seed %d) for %s on %s", self.worker_id, reply.seed,
-                 pb.Algorithm.Name(self.config.algorithm), self.config.env_id)
+                 self.method.name, self.config.env_id)
         return reply
+
+    def _build(self, seed: int) -> None:
+        torch.manual_seed(seed)
+        self.model = build_model(self.config.model)
+        seeds = [derive_seed(seed, copy) for copy in range(self.num_envs)]
+        rng = np.random.default_rng(derive_seed(seed, self.num_envs))
+        if self.method.value_based:
+            self.target_model = build_model(self.config.model)
+            finals = [
+                draw_final_epsilon(np.random.default_rng(s), self.config.epsilon_values,
+                                   self.config.epsilon_probabilities)
+                for s in seeds
+            ]
+            self.policy = EpsilonGreedyPolicy(finals, self.config.epsilon_anneal_frames,
+                                              self.config.model.num_actions, rng)
+            log.info("final epsilons of the env copies: %s", ", ".join(f"{e:g}" for e in finals))
+        else:
+            self.policy = SoftmaxPolicy(rng)
+        self.actor = Actor(self.config.env_id, seeds, self.policy, choose_ahead=self.method.on_policy_bootstrap)
 
     def run(self) -> int:
         """Loops until the server says training is over (returns 0) or stop is set (returns 0)."""
@@ -75,19 +99,18 @@ class Worker:
         return 0
 
     def step(self) -> bool:
-        """One update: roll out t_max steps with the current weights, push the gradients, take the new weights.
+        """One update: roll out with the current weights, push the gradients, take the new weights.
 
         Returns True when training is over. The push's reply carries the parameters after
-        the update, so a pull is needed only at the start and after a refused push.
+        the update, so a pull is needed only at the start, after a refused push, and when
+        the target network has changed.
         """
         assert self.model is not None and self.actor is not None
-        if self.version < 0:
-            if self._sync(self.connection.pull(self.worker_id, self.version)):
+        if self.version < 0 or (self.method.value_based and self.target_version != self.server_target_version):
+            if self._sync(self.connection.pull(self.worker_id, self.version, self.target_version)):
                 return True
-        rollout = self.actor.rollout(self.model, self.config.t_max)
-        loss = a3c.rollout_loss(
-            self.model, rollout, self.config.gamma, self.config.entropy_beta, self.config.value_loss_coef
-        )
+        rollout = self.actor.rollout(self.model, self.method.rollout_steps(self.config))
+        loss = self.method.loss(self.model, self.target_model, rollout, self.config)
         self.model.zero_grad(set_to_none=False)
         loss.total.backward()
         self.pending_episodes += self.actor.take_finished_episodes()
@@ -100,6 +123,7 @@ class Worker:
             rollout.frames,
             [p.grad for p in self.model.parameters()],
             self.pending_episodes,
+            self.policy.epsilons.tolist() if isinstance(self.policy, EpsilonGreedyPolicy) else (),
         )
         self.pending_episodes = []
         self.frames_pushed += rollout.frames
@@ -107,14 +131,25 @@ class Worker:
         return self._sync(reply)
 
     def _sync(self, reply: ServerReply) -> bool:
-        """Loads the reply's weights, if any; returns whether training is over."""
+        """Loads the reply's weights and target weights, if any; returns whether training is over."""
         assert self.model is not None
         if reply.weights is not None:
-            with torch.no_grad():
-                for parameter, weight in zip(self.model.parameters(), reply.weights):
-                    parameter.copy_(weight)
+            _load(self.model, reply.weights)
             self.version = reply.version
+        if reply.target_weights is not None and self.target_model is not None:
+            _load(self.target_model, reply.target_weights)
+            self.target_version = reply.target_version
+        self.server_target_version = reply.target_version
+        if isinstance(self.policy, EpsilonGreedyPolicy):
+            self.policy.set_global_frames(reply.global_frames)
         return reply.training_done
+
+
+def _load(model: torch.nn.Module, weights: list[torch.Tensor]) -> None:
+    with torch.no_grad():
+        for parameter, weight in zip(model.parameters(), weights):
+            parameter.copy_(weight)
+
 
 def run_worker(options: WorkerOptions) -> int:
     """The `asyncrl worker` daemon: one thread of torch, SIGTERM/SIGINT stop it cleanly, exit 0 when done."""
@@ -125,6 +160,9 @@ def run_worker(options: WorkerOptions) -> int:
     name = options.name or f"{socket.gethostname()}-{os.getpid()}"
     connection = GrpcConnection(options, stop, seed=os.getpid())
     try:
-        return Worker(connection, name, options.envs, stop).run()
+        return Worker(connection, name, options.envs, stop, options.algo).run()
+    except grpc.RpcError as error:  # not transient: a misconfiguration the operator must fix
+        log.error("server %s refused this worker: %s: %s", options.server, error.code().name, error.details())
+        return 1
     finally:
         connection.close()

@@ -68,7 +68,7 @@ class ModelSpec(_message.Message):
     def __init__(self, architecture: _Optional[str] = ..., observation_shape: _Optional[_Iterable[int]] = ..., num_actions: _Optional[int] = ..., hidden_sizes: _Optional[_Iterable[int]] = ..., layout: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ...) -> None: ...
 
 class RunConfig(_message.Message):
-    __slots__ = ("algorithm", "env_id", "gamma", "t_max", "entropy_beta", "value_loss_coef", "max_frames", "max_staleness", "max_message_bytes", "model")
+    __slots__ = ("algorithm", "env_id", "gamma", "t_max", "entropy_beta", "value_loss_coef", "max_frames", "max_staleness", "max_message_bytes", "model", "async_update", "target_update_frames", "epsilon_values", "epsilon_probabilities", "epsilon_anneal_frames")
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     ENV_ID_FIELD_NUMBER: _ClassVar[int]
     GAMMA_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +79,11 @@ class RunConfig(_message.Message):
     MAX_STALENESS_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    ASYNC_UPDATE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_UPDATE_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_VALUES_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_ANNEAL_FRAMES_FIELD_NUMBER: _ClassVar[int]
     algorithm: Algorithm
     env_id: str
     gamma: float
@@ -89,7 +94,12 @@ class RunConfig(_message.Message):
     max_staleness: int
     max_message_bytes: int
     model: ModelSpec
-    def __init__(self, algorithm: _Optional[_Union[Algorithm, str]] = ..., env_id: _Optional[str] = ..., gamma: _Optional[float] = ..., t_max: _Optional[int] = ..., entropy_beta: _Optional[float] = ..., value_loss_coef: _Optional[float] = ..., max_frames: _Optional[int] = ..., max_staleness: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ...) -> None: ...
+    async_update: int
+    target_update_frames: int
+    epsilon_values: _containers.RepeatedScalarFieldContainer[float]
+    epsilon_probabilities: _containers.RepeatedScalarFieldContainer[float]
+    epsilon_anneal_frames: int
+    def __init__(self, algorithm: _Optional[_Union[Algorithm, str]] = ..., env_id: _Optional[str] = ..., gamma: _Optional[float] = ..., t_max: _Optional[int] = ..., entropy_beta: _Optional[float] = ..., value_loss_coef: _Optional[float] = ..., max_frames: _Optional[int] = ..., max_staleness: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., async_update: _Optional[int] = ..., target_update_frames: _Optional[int] = ..., epsilon_values: _Optional[_Iterable[float]] = ..., epsilon_probabilities: _Optional[_Iterable[float]] = ..., epsilon_anneal_frames: _Optional[int] = ...) -> None: ...
 
 class RegisterWorkerRequest(_message.Message):
     __slots__ = ("name", "num_envs", "accepted_dtypes", "algorithm")
@@ -116,26 +126,32 @@ class RegisterWorkerResponse(_message.Message):
     def __init__(self, worker_id: _Optional[int] = ..., seed: _Optional[int] = ..., config: _Optional[_Union[RunConfig, _Mapping]] = ..., heartbeat_interval_seconds: _Optional[float] = ...) -> None: ...
 
 class PullWeightsRequest(_message.Message):
-    __slots__ = ("worker_id", "have_version", "dtype")
+    __slots__ = ("worker_id", "have_version", "dtype", "have_target_version")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     HAVE_VERSION_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
+    HAVE_TARGET_VERSION_FIELD_NUMBER: _ClassVar[int]
     worker_id: int
     have_version: int
     dtype: Dtype
-    def __init__(self, worker_id: _Optional[int] = ..., have_version: _Optional[int] = ..., dtype: _Optional[_Union[Dtype, str]] = ...) -> None: ...
+    have_target_version: int
+    def __init__(self, worker_id: _Optional[int] = ..., have_version: _Optional[int] = ..., dtype: _Optional[_Union[Dtype, str]] = ..., have_target_version: _Optional[int] = ...) -> None: ...
 
 class PullWeightsResponse(_message.Message):
-    __slots__ = ("version", "parameters", "global_frames", "training_done")
+    __slots__ = ("version", "parameters", "global_frames", "training_done", "target_version", "target_parameters")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     GLOBAL_FRAMES_FIELD_NUMBER: _ClassVar[int]
     TRAINING_DONE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     version: int
     parameters: _containers.RepeatedCompositeFieldContainer[Tensor]
     global_frames: int
     training_done: bool
-    def __init__(self, version: _Optional[int] = ..., parameters: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., global_frames: _Optional[int] = ..., training_done: _Optional[bool] = ...) -> None: ...
+    target_version: int
+    target_parameters: _containers.RepeatedCompositeFieldContainer[Tensor]
+    def __init__(self, version: _Optional[int] = ..., parameters: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., global_frames: _Optional[int] = ..., training_done: _Optional[bool] = ..., target_version: _Optional[int] = ..., target_parameters: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ...) -> None: ...
 
 class EpisodeResult(_message.Message):
     __slots__ = ("episode_return", "length")
@@ -146,7 +162,7 @@ class EpisodeResult(_message.Message):
     def __init__(self, episode_return: _Optional[float] = ..., length: _Optional[int] = ...) -> None: ...
 
 class PushGradientsRequest(_message.Message):
-    __slots__ = ("worker_id", "base_version", "sequence_number", "frames", "gradients", "episodes", "reply_weights_dtype")
+    __slots__ = ("worker_id", "base_version", "sequence_number", "frames", "gradients", "episodes", "reply_weights_dtype", "epsilons")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_NUMBER_FIELD_NUMBER: _ClassVar[int]
@@ -154,6 +170,7 @@ class PushGradientsRequest(_message.Message):
     GRADIENTS_FIELD_NUMBER: _ClassVar[int]
     EPISODES_FIELD_NUMBER: _ClassVar[int]
     REPLY_WEIGHTS_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    EPSILONS_FIELD_NUMBER: _ClassVar[int]
     worker_id: int
     base_version: int
     sequence_number: int
@@ -161,19 +178,22 @@ class PushGradientsRequest(_message.Message):
     gradients: _containers.RepeatedCompositeFieldContainer[Tensor]
     episodes: _containers.RepeatedCompositeFieldContainer[EpisodeResult]
     reply_weights_dtype: Dtype
-    def __init__(self, worker_id: _Optional[int] = ..., base_version: _Optional[int] = ..., sequence_number: _Optional[int] = ..., frames: _Optional[int] = ..., gradients: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., episodes: _Optional[_Iterable[_Union[EpisodeResult, _Mapping]]] = ..., reply_weights_dtype: _Optional[_Union[Dtype, str]] = ...) -> None: ...
+    epsilons: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, worker_id: _Optional[int] = ..., base_version: _Optional[int] = ..., sequence_number: _Optional[int] = ..., frames: _Optional[int] = ..., gradients: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., episodes: _Optional[_Iterable[_Union[EpisodeResult, _Mapping]]] = ..., reply_weights_dtype: _Optional[_Union[Dtype, str]] = ..., epsilons: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class PushGradientsResponse(_message.Message):
-    __slots__ = ("version", "global_frames", "training_done", "parameters")
+    __slots__ = ("version", "global_frames", "training_done", "parameters", "target_version")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     GLOBAL_FRAMES_FIELD_NUMBER: _ClassVar[int]
     TRAINING_DONE_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_VERSION_FIELD_NUMBER: _ClassVar[int]
     version: int
     global_frames: int
     training_done: bool
     parameters: _containers.RepeatedCompositeFieldContainer[Tensor]
-    def __init__(self, version: _Optional[int] = ..., global_frames: _Optional[int] = ..., training_done: _Optional[bool] = ..., parameters: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ...) -> None: ...
+    target_version: int
+    def __init__(self, version: _Optional[int] = ..., global_frames: _Optional[int] = ..., training_done: _Optional[bool] = ..., parameters: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., target_version: _Optional[int] = ...) -> None: ...
 
 class GetConfigRequest(_message.Message):
     __slots__ = ()
@@ -190,20 +210,22 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class WorkerStatus(_message.Message):
-    __slots__ = ("worker_id", "name", "num_envs", "seconds_since_last_seen", "alive", "pushes_applied")
+    __slots__ = ("worker_id", "name", "num_envs", "seconds_since_last_seen", "alive", "pushes_applied", "epsilons")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     NUM_ENVS_FIELD_NUMBER: _ClassVar[int]
     SECONDS_SINCE_LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
     ALIVE_FIELD_NUMBER: _ClassVar[int]
     PUSHES_APPLIED_FIELD_NUMBER: _ClassVar[int]
+    EPSILONS_FIELD_NUMBER: _ClassVar[int]
     worker_id: int
     name: str
     num_envs: int
     seconds_since_last_seen: float
     alive: bool
     pushes_applied: int
-    def __init__(self, worker_id: _Optional[int] = ..., name: _Optional[str] = ..., num_envs: _Optional[int] = ..., seconds_since_last_seen: _Optional[float] = ..., alive: _Optional[bool] = ..., pushes_applied: _Optional[int] = ...) -> None: ...
+    epsilons: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, worker_id: _Optional[int] = ..., name: _Optional[str] = ..., num_envs: _Optional[int] = ..., seconds_since_last_seen: _Optional[float] = ..., alive: _Optional[bool] = ..., pushes_applied: _Optional[int] = ..., epsilons: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
     __slots__ = ("global_frames", "version", "updates_applied", "updates_rejected", "live_workers", "workers", "mean_return_100", "episodes_completed", "frames_per_second", "updates_per_second", "training_done", "uptime_seconds", "learning_rate")
