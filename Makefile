@@ -46,7 +46,9 @@ test: install $(BUF)
 	ASYNCRL_BUF=$(BUF) $(PY) -m pytest -q
 
 bench: install
+	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/bench.py
+	$(PY) benchmarks/time_to_target.py
 
 clean:
 	rm -rf $(VENV) .tools runs build *.egg-info

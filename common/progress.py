@@ -5,12 +5,20 @@ from __future__ import annotations
 from asyncrl.v1 import parameter_server_pb2 as pb
 
 
+def epsilons_summary(status: pb.GetStatusResponse) -> str:
+    """The env copies' current exploration rates, sorted ("" for methods without epsilon)."""
+    epsilons = sorted(e for worker in status.workers if worker.alive for e in worker.epsilons)
+    return " ".join(f"{e:.2f}" for e in epsilons)
+
+
 def progress_line(status: pb.GetStatusResponse) -> str:
-    return (
+    line = (
         f"T={status.global_frames:>9,d}  fps={status.frames_per_second:7.0f}  "
         f"updates/s={status.updates_per_second:6.1f}  mean_return_100={status.mean_return_100:6.1f}  "
         f"episodes={status.episodes_completed:,d}  workers={status.live_workers}"
     )
+    epsilons = epsilons_summary(status)
+    return f"{line}  epsilons=[{epsilons}]" if epsilons else line
 
 
 def status_report(status: pb.GetStatusResponse) -> str:
@@ -30,8 +38,10 @@ def status_report(status: pb.GetStatusResponse) -> str:
     ]
     for worker in status.workers:
         state = "alive" if worker.alive else "SILENT"
+        epsilons = f"  epsilons={' '.join(f'{e:.2f}' for e in worker.epsilons)}" if worker.epsilons else ""
         lines.append(
             f"  worker {worker.worker_id:<4d} {worker.name:<24s} envs={worker.num_envs:<3d} "
             f"pushes={worker.pushes_applied:<8d} last seen {worker.seconds_since_last_seen:5.1f}s ago  {state}"
+            f"{epsilons}"
         )
     return "\n".join(lines)

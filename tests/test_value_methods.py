@@ -156,3 +156,16 @@ def test_target_network_changes_exactly_at_i_target_boundaries(server_factory):
         worker_id=worker.worker_id, have_version=10, have_target_version=10), timeout=10)
     assert not current.parameters and not current.target_parameters  # nothing new: no payload
     assert server.status().workers[0].epsilons == [0.5]
+
+
+def test_progress_display_shows_the_epsilons():
+    """The progress line and `asyncrl status` report each live env copy's epsilon."""
+    from asyncrl.common.progress import progress_line, status_report
+
+    status = pb.GetStatusResponse(workers=[
+        pb.WorkerStatus(worker_id=1, name="a", alive=True, epsilons=[0.5, 0.1]),
+        pb.WorkerStatus(worker_id=2, name="b", alive=False, epsilons=[0.01]),
+    ])
+    assert progress_line(status).endswith("epsilons=[0.10 0.50]")
+    assert "epsilons=0.50 0.10" in status_report(status)
+    assert "epsilons" not in progress_line(pb.GetStatusResponse())
