@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--server", default=None, metavar="HOST:PORT",
                         help="server address (default: 127.0.0.1:50051; env ASYNCRL_SERVER)")
     status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
+    health = commands.add_parser(
+        "health", help="exit 0 if a server's gRPC health service says SERVING, else 1 (for container healthchecks)"
+    )
+    health.add_argument("--server", default=None, metavar="HOST:PORT",
+                        help="server address (default: 127.0.0.1:50051; env ASYNCRL_SERVER)")
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer")
     return parser
 
 
@@ -80,7 +86,25 @@ def _run(args: argparse.Namespace) -> int:
         from asyncrl.common.launcher import train
 
         return train(run_config, train_options)
-    return _print_status(args.server or os.environ.get("ASYNCRL_SERVER", "127.0.0.1:50051"), args.timeout)
+    address = args.server or os.environ.get("ASYNCRL_SERVER", "127.0.0.1:50051")
+    if args.command == "health":
+        return _check_health(address, args.timeout)
+    return _print_status(address, args.timeout)
+
+
+def _check_health(address: str, timeout: float) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        except grpc.RpcError as error:
+            print(f"asyncrl health: {address}: {error.code().name}", file=sys.stderr)
+            return 1
+    serving = reply.status == health_pb2.HealthCheckResponse.SERVING
+    print(f"asyncrl health: {address}: {health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}")
+    return 0 if serving else 1
 
 
 def _print_status(address: str, timeout: float) -> int:
