@@ -140,6 +140,8 @@ class ServerOptions(_Checked):
         10.0, "seconds to keep serving after training ends, so every worker and status poller hears it", check=_non_negative
     )
     shutdown_grace: float = _setting(5.0, "seconds in-flight calls get to finish on shutdown", check=_non_negative)
+    metrics_port: int = _setting(0, "serve Prometheus metrics at http://HOST:PORT/metrics (0: off)", check=_port)
+    tensorboard_dir: str = _setting("", "write TensorBoard event files here ('': off)")
     log_level: str = _setting("INFO", "logging level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
 

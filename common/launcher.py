@@ -77,7 +77,8 @@ def train(config: RunConfig, options: TrainOptions) -> int:
     csv_path = run_dir / "progress.csv"
     server = _start(
         ["server", *to_cli_args(config), "--port", "0", "--port-file", str(port_file),
-         "--checkpoint-dir", str(checkpoint_dir), "--linger", "3"],
+         "--checkpoint-dir", str(checkpoint_dir), "--tensorboard-dir", str(run_dir / "tensorboard"),
+         "--linger", "3"],
         run_dir / "server.log",
     )
     processes = [server]
@@ -142,5 +143,6 @@ def _summary(config: RunConfig, checkpoint_dir: Path, csv_path: Path, wall: floa
         f"  mean return (100)   {mean:.1f} over {state['episodes_completed']:,d} episodes "
         f"(target {config.target_return}, budget {config.max_frames:,d} frames)\n"
         f"  final checkpoint    {path}\n"
-        f"  progress log        {csv_path}"
+        f"  progress log        {csv_path}\n"
+        f"  TensorBoard         tensorboard --logdir {checkpoint_dir.parent / 'tensorboard'}"
     )

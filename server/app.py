@@ -20,10 +20,12 @@ from asyncrl.common.models import build_model, model_spec
 from asyncrl.common.wire import run_config_message
 from asyncrl.common import checkpoint
 from asyncrl.common.algorithms import METHODS
+from asyncrl.server.metrics import ServerMetrics
 from asyncrl.server.registry import WorkerRegistry
 from asyncrl.server.service import ParameterServerServicer
 from asyncrl.server.stats import RunStats
 from asyncrl.server.store import ParameterStore
+from asyncrl.server.tensorboard import TensorBoardLog
 from asyncrl.v1 import parameter_server_pb2 as pb
 from asyncrl.v1 import parameter_server_pb2_grpc as pb_grpc
 
@@ -41,7 +43,9 @@ def message_options(max_message_bytes: int) -> list[tuple[str, int]]:
     ]
 
 
-def build_servicer(config: RunConfig, options: ServerOptions) -> ParameterServerServicer:
+def build_servicer(
+    config: RunConfig, options: ServerOptions, tensorboard: TensorBoardLog | None = None
+) -> ParameterServerServicer:
     """A fresh run from config, or, with --resume and a checkpoint present, the checkpointed run."""
     restored = checkpoint.load_latest(Path(options.checkpoint_dir)) if options.resume else None
     if restored is not None:
@@ -68,6 +72,8 @@ def build_servicer(config: RunConfig, options: ServerOptions) -> ParameterServer
         WorkerRegistry(options.silence_timeout, int(state.get("next_worker_id", 1)) if restored is not None else 1),
         stats,
         options.heartbeat_interval,
+        ServerMetrics(),
+        on_push=tensorboard.record_push if tensorboard is not None else None,
     )
 
 
@@ -116,8 +122,13 @@ def create_server(
 
 def serve(config: RunConfig, options: ServerOptions) -> int:
     """Runs the daemon until SIGTERM/SIGINT, or until --linger seconds after training is done."""
-    servicer = build_servicer(config, options)
+    tensorboard = TensorBoardLog(options.tensorboard_dir) if options.tensorboard_dir else None
+    servicer = build_servicer(config, options, tensorboard)
     server, port, health_servicer = create_server(servicer, options)
+    servicer.metrics.watch(lambda: servicer.GetStatus(pb.GetStatusRequest(), None), lambda: dict(servicer.stats.rejections))
+    if options.metrics_port:
+        servicer.metrics.serve(options.host, options.metrics_port)
+        log.info("Prometheus metrics on http://%s:%d/metrics", options.host, options.metrics_port)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda number, frame: stop.set())
@@ -130,6 +141,7 @@ def serve(config: RunConfig, options: ServerOptions) -> int:
     checkpoint_dir = Path(options.checkpoint_dir)
     next_checkpoint = time.monotonic() + options.checkpoint_interval
     next_log = time.monotonic() + 10.0
+    next_tensorboard = time.monotonic() + 2.0
     done_since: float | None = None
     while not stop.wait(0.25):
         now = time.monotonic()
@@ -146,9 +158,15 @@ def serve(config: RunConfig, options: ServerOptions) -> int:
         if now >= next_log:
             _log_progress(servicer)
             next_log = now + 10.0
+        if tensorboard is not None and now >= next_tensorboard:
+            tensorboard.flush(servicer.GetStatus(pb.GetStatusRequest(), None))
+            next_tensorboard = now + 2.0
     _set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
     server.stop(options.shutdown_grace).wait()
     _save(servicer, checkpoint_dir, options)
+    if tensorboard is not None:
+        tensorboard.flush(servicer.GetStatus(pb.GetStatusRequest(), None))
+        tensorboard.close()
     log.info("stopped at T=%d, version %d", servicer.store.global_frames, servicer.store.version)
     return 0
 

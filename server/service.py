@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
+import re
 import threading
 import time
+from collections.abc import Callable
 
 import grpc
 import torch
@@ -13,6 +16,7 @@ from asyncrl.common import tensors
 from asyncrl.common.config import RunConfig
 from asyncrl.common.seeding import derive_seed
 from asyncrl.common.algorithms import METHODS
+from asyncrl.server.metrics import ServerMetrics
 from asyncrl.server.registry import UnknownWorker, WorkerRecord, WorkerRegistry
 from asyncrl.server.stats import RunStats
 from asyncrl.server.store import ParameterStore, Snapshot
@@ -22,6 +26,8 @@ from asyncrl.v1 import parameter_server_pb2_grpc as pb_grpc
 log = logging.getLogger(__name__)
 
 CURRENT_VERSION_KEY = "asyncrl-current-version"
+METRIC_NAME = re.compile(r"losses/[a-z0-9_]+")
+MAX_METRICS = 16
 
 
 class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
@@ -33,6 +39,8 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
         registry: WorkerRegistry,
         stats: RunStats,
         heartbeat_interval: float,
+        metrics: ServerMetrics,
+        on_push: Callable[[int, pb.PushGradientsRequest], None] | None = None,
     ) -> None:
         self.config = config
         self.config_message = config_message
@@ -41,6 +49,8 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
         self.registry = registry
         self.stats = stats
         self.heartbeat_interval = heartbeat_interval
+        self.metrics = metrics
+        self.on_push = on_push  # called with (T, request) after each applied push, e.g. for TensorBoard
         self.training_done = threading.Event()
         self.started = time.monotonic()
         self._encoded: dict[tuple[int, int], list[pb.Tensor]] = {}
@@ -71,6 +81,10 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
         return pb.GetConfigResponse(config=self.config_message)
 
     def PullWeights(self, request: pb.PullWeightsRequest, context: grpc.ServicerContext):
+        with self.metrics.pull_latency.time():
+            return self._pull_weights(request, context)
+
+    def _pull_weights(self, request: pb.PullWeightsRequest, context: grpc.ServicerContext) -> pb.PullWeightsResponse:
         self._known_worker(request.worker_id, context)
         dtype = request.dtype or pb.DTYPE_FLOAT32
         if dtype not in tensors.TORCH_DTYPES:
@@ -89,6 +103,12 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
         return reply
 
     def PushGradients(self, request: pb.PushGradientsRequest, context: grpc.ServicerContext):
+        with self.metrics.push_latency.time():
+            return self._push_gradients(request, context)
+
+    def _push_gradients(
+        self, request: pb.PushGradientsRequest, context: grpc.ServicerContext
+    ) -> pb.PushGradientsResponse:
         record = self._known_worker(request.worker_id, context, counts_as_rejection=True)
         with record.push_lock:
             if request.sequence_number == record.last_sequence and record.last_reply is not None:
@@ -101,11 +121,14 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
             if self.training_done.is_set():
                 snapshot = self.store.snapshot()
             else:
+                self.metrics.staleness.observe(self.store.version - request.base_version)
                 snapshot = self.store.apply(gradients, request.frames)
                 self.stats.record_update()
                 self.stats.record_episodes([e.episode_return for e in request.episodes])
                 record.pushes_applied += 1
                 record.epsilons = list(request.epsilons)
+                if self.on_push is not None:
+                    self.on_push(snapshot.global_frames, request)
                 self._check_training_done(snapshot.global_frames)
             done = self.training_done.is_set()
             target = self.store.target()
@@ -201,6 +224,12 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
             )
         if not all(0.0 <= epsilon <= 1.0 for epsilon in request.epsilons):  # NaN fails too
             self._reject(context, invalid, "bad_epsilon", f"epsilons must be in [0, 1], got {list(request.epsilons)}")
+        if len(request.metrics) > MAX_METRICS or not all(
+            METRIC_NAME.fullmatch(name) and math.isfinite(value) for name, value in request.metrics.items()
+        ):
+            self._reject(context, invalid, "bad_metrics",
+                         f"metrics must be at most {MAX_METRICS} finite values named losses/[a-z0-9_]+, "
+                         f"got {dict(request.metrics)}")
         for episode in request.episodes:
             if not (torch.isfinite(torch.tensor(episode.episode_return)) and episode.length >= 0):
                 self._reject(context, invalid, "bad_episode", f"episode result {episode} is not finite")

@@ -6,7 +6,7 @@ import logging
 import random
 import threading
 from dataclasses import dataclass
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
 import grpc
@@ -67,6 +67,7 @@ class Connection(Protocol):
         gradients: Sequence[torch.Tensor],
         episodes: Sequence[tuple[float, int]],
         epsilons: Sequence[float] = (),
+        metrics: Mapping[str, float] | None = None,
     ) -> ServerReply:
         """Applies the gradients; the reply carries the parameters after this update."""
         ...
@@ -111,6 +112,7 @@ class GrpcConnection:
         gradients: Sequence[torch.Tensor],
         episodes: Sequence[tuple[float, int]],
         epsilons: Sequence[float] = (),
+        metrics: Mapping[str, float] | None = None,
     ) -> ServerReply:
         request = pb.PushGradientsRequest(
             worker_id=worker_id,
@@ -121,6 +123,7 @@ class GrpcConnection:
             episodes=[pb.EpisodeResult(episode_return=r, length=n) for r, n in episodes],
             reply_weights_dtype=self.dtype,
             epsilons=epsilons,
+            metrics=metrics or {},
         )
         return self._server_reply(self._call(self.stub.PushGradients, request))
 

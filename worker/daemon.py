@@ -124,6 +124,7 @@ class Worker:
             [p.grad for p in self.model.parameters()],
             self.pending_episodes,
             self.policy.epsilons.tolist() if isinstance(self.policy, EpsilonGreedyPolicy) else (),
+            loss.metrics(),
         )
         self.pending_episodes = []
         self.frames_pushed += rollout.frames

@@ -33,6 +33,14 @@ class ActorCriticLoss:
     value: torch.Tensor
     entropy: torch.Tensor
 
+    def metrics(self) -> dict[str, float]:
+        """The parts under the stable names the server logs to TensorBoard."""
+        return {
+            "losses/policy_loss": self.policy.item(),
+            "losses/value_loss": self.value.item(),
+            "losses/entropy": self.entropy.item(),
+        }
+
 
 def actor_critic_loss(
     logits: torch.Tensor,

@@ -14,6 +14,10 @@ class QLoss:
     total: torch.Tensor
     mean_q: torch.Tensor
 
+    def metrics(self) -> dict[str, float]:
+        """The parts under the stable names the server logs to TensorBoard."""
+        return {"losses/q_loss": self.total.item(), "losses/mean_q": self.mean_q.item()}
+
 
 def td_loss(q_values: torch.Tensor, actions: torch.Tensor, targets: torch.Tensor) -> QLoss:
     """0.5 * mean (y - Q(s, a))^2 over a batch: q_values [N, A], actions [N], targets [N] (constants)."""

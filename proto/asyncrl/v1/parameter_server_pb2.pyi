@@ -162,7 +162,14 @@ class EpisodeResult(_message.Message):
     def __init__(self, episode_return: _Optional[float] = ..., length: _Optional[int] = ...) -> None: ...
 
 class PushGradientsRequest(_message.Message):
-    __slots__ = ("worker_id", "base_version", "sequence_number", "frames", "gradients", "episodes", "reply_weights_dtype", "epsilons")
+    __slots__ = ("worker_id", "base_version", "sequence_number", "frames", "gradients", "episodes", "reply_weights_dtype", "epsilons", "metrics")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_NUMBER_FIELD_NUMBER: _ClassVar[int]
@@ -171,6 +178,7 @@ class PushGradientsRequest(_message.Message):
     EPISODES_FIELD_NUMBER: _ClassVar[int]
     REPLY_WEIGHTS_DTYPE_FIELD_NUMBER: _ClassVar[int]
     EPSILONS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
     worker_id: int
     base_version: int
     sequence_number: int
@@ -179,7 +187,8 @@ class PushGradientsRequest(_message.Message):
     episodes: _containers.RepeatedCompositeFieldContainer[EpisodeResult]
     reply_weights_dtype: Dtype
     epsilons: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, worker_id: _Optional[int] = ..., base_version: _Optional[int] = ..., sequence_number: _Optional[int] = ..., frames: _Optional[int] = ..., gradients: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., episodes: _Optional[_Iterable[_Union[EpisodeResult, _Mapping]]] = ..., reply_weights_dtype: _Optional[_Union[Dtype, str]] = ..., epsilons: _Optional[_Iterable[float]] = ...) -> None: ...
+    metrics: _containers.ScalarMap[str, float]
+    def __init__(self, worker_id: _Optional[int] = ..., base_version: _Optional[int] = ..., sequence_number: _Optional[int] = ..., frames: _Optional[int] = ..., gradients: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., episodes: _Optional[_Iterable[_Union[EpisodeResult, _Mapping]]] = ..., reply_weights_dtype: _Optional[_Union[Dtype, str]] = ..., epsilons: _Optional[_Iterable[float]] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class PushGradientsResponse(_message.Message):
     __slots__ = ("version", "global_frames", "training_done", "parameters", "target_version")
