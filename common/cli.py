@@ -11,6 +11,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import argparse  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 from asyncrl.common.config import (  # noqa: E402
     ConfigError,
@@ -42,6 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--server", default=None, metavar="HOST:PORT",
                         help="server address (default: 127.0.0.1:50051; env ASYNCRL_SERVER)")
     status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
+    evaluate = commands.add_parser("eval", help="play a checkpoint's policy and report the scores")
+    evaluate.add_argument("--checkpoint", required=True, type=Path, help="a checkpoint file written by the server")
+    evaluate.add_argument("--env", default=None, metavar="ID", help="environment id (default: the checkpoint's)")
+    evaluate.add_argument("--episodes", type=_positive_int, default=10, help="episodes to play (default: 10)")
+    evaluate.add_argument("--sample", action="store_true",
+                          help="sample actions (softmax for A3C, epsilon 0.05 for Q) instead of acting greedily")
+    evaluate.add_argument("--record", type=Path, default=None, metavar="DIR", help="save the first episode as a GIF")
+    evaluate.add_argument("--max-steps", type=_positive_int, default=None, help="cut episodes after this many steps")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the episodes (default: 0)")
+    plot = commands.add_parser("plot", help="write RUN_DIR/learning_curve.png from a run's progress.csv")
+    plot.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     health = commands.add_parser(
         "health", help="exit 0 if a server's gRPC health service says SERVING, else 1 (for container healthchecks)"
     )
@@ -49,6 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="server address (default: 127.0.0.1:50051; env ASYNCRL_SERVER)")
     health.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,6 +105,21 @@ def _run(args: argparse.Namespace) -> int:
         from asyncrl.common.launcher import train
 
         return train(run_config, train_options)
+    if args.command == "eval":
+        from asyncrl.worker.evaluate import evaluate
+
+        if not args.checkpoint.is_file():
+            raise ConfigError(f"--checkpoint {args.checkpoint}: no such file")
+        evaluate(args.checkpoint, args.env, args.episodes, not args.sample, args.record, args.max_steps, args.seed)
+        return 0
+    if args.command == "plot":
+        from asyncrl.common.plot import plot_run
+
+        try:
+            print(f"wrote {plot_run(args.run_dir)}")
+        except FileNotFoundError as error:
+            raise ConfigError(str(error)) from None
+        return 0
     address = args.server or os.environ.get("ASYNCRL_SERVER", "127.0.0.1:50051")
     if args.command == "health":
         return _check_health(address, args.timeout)

@@ -21,6 +21,7 @@ ALGORITHMS = ("a3c", "q1", "sarsa1", "nstep-q")
 """The paper's methods: A3C, one-step Q-learning, one-step SARSA, n-step Q-learning."""
 
 LR_SCHEDULES = ("linear", "constant")
+NETWORKS = ("auto", "mlp", "atari", "atari-lstm")
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
 ENV_PREFIX = "ASYNCRL_"
 
@@ -84,7 +85,19 @@ class RunConfig(_Checked):
         1e-5, "RMSProp epsilon, added to the squared-gradient average inside the square root", check=_positive
     )
     max_grad_norm: float = _setting(40.0, "global-norm gradient clipping threshold (0 disables)", check=_non_negative)
+    network: str = _setting(
+        "auto", "the network: 'mlp' (vector observations), 'atari' (the paper's conv net, FF), 'atari-lstm' "
+        "(A3C with 256 LSTM cells after the fc layer); 'auto' picks atari for image observations, else mlp",
+        choices=NETWORKS,
+    )
     hidden_sizes: tuple[int, ...] = _setting((64, 64), "MLP hidden layer widths, comma-separated (empty: a linear model)")
+    repeat_action_probability: float = _setting(
+        0.0, "Atari sticky actions: the chance an action repeats the previous one (the paper: 0)", check=_fraction
+    )
+    clip_rewards: str = _setting(
+        "auto", "clip rewards to [-1, 1] for learning (episode returns stay unclipped): on, off, or auto (on for "
+        "Atari)", choices=("auto", "on", "off"),
+    )
     async_update: int = _setting(
         5, "one-step methods: steps per env copy between pushes (the paper's I_AsyncUpdate)", check=_positive
     )
@@ -114,6 +127,8 @@ class RunConfig(_Checked):
         super().__post_init__()
         if any(width <= 0 for width in self.hidden_sizes):
             raise ConfigError(_bad(self, "hidden_sizes", self.hidden_sizes, "must be positive widths, e.g. 64,64"))
+        if self.network == "atari-lstm" and self.algo != "a3c":
+            raise ConfigError(_bad(self, "network", self.network, "the LSTM network is for --algo a3c only"))
         if not all(0 <= e <= 1 for e in self.epsilon_values) or not self.epsilon_values:
             raise ConfigError(_bad(self, "epsilon_values", self.epsilon_values, "must be rates in [0, 1]"))
         probabilities = self.epsilon_probabilities

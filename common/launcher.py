@@ -19,6 +19,7 @@ from pathlib import Path
 import grpc
 
 from asyncrl.common.config import RunConfig, TrainOptions, to_cli_args
+from asyncrl.common.plot import plot_run
 from asyncrl.common.progress import progress_line
 from asyncrl.common import checkpoint
 from asyncrl.v1 import parameter_server_pb2 as pb
@@ -120,6 +121,8 @@ def train(config: RunConfig, options: TrainOptions) -> int:
         _stop(processes[:1])
     wall = time.monotonic() - started
     print(_summary(config, checkpoint_dir, csv_path, wall, interrupted), flush=True)
+    if csv_path.exists():
+        print(f"  learning curve      {plot_run(run_dir)}", flush=True)
     if server.returncode not in (0, -signal.SIGTERM):
         print(f"asyncrl train: the server exited with code {server.returncode}; see {run_dir / 'server.log'}",
               file=sys.stderr)

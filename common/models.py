@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from asyncrl.common.algorithms import METHODS
-from asyncrl.common.config import RunConfig
-from asyncrl.common.envs import env_dimensions
-from asyncrl.common.tensors import layout_of
 from asyncrl.v1 import parameter_server_pb2 as pb
 
 
@@ -63,25 +60,95 @@ class MLPQNetwork(nn.Module):
         return self.q(self.body(observations.flatten(1)))
 
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"mlp_actor_critic": MLPActorCritic, "mlp_q": MLPQNetwork}
+class AtariBody(nn.Module):
+    """The paper's Atari torso: conv 16 8x8/4, conv 32 4x4/2, fc 256, ReLU after each, on uint8 frames / 255."""
+
+    def __init__(self, observation_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        channels, height, width = observation_shape
+        self.conv = nn.Sequential(
+            nn.Conv2d(channels, 16, kernel_size=8, stride=4), nn.ReLU(),
+            nn.Conv2d(16, 32, kernel_size=4, stride=2), nn.ReLU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            flat = self.conv(torch.zeros(1, channels, height, width)).shape[1]
+        self.fc = nn.Sequential(nn.Linear(flat, 256), nn.ReLU())
+        self.width = 256
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(frames.float() / 255.0))
+
+
+class AtariActorCritic(nn.Module):
+    """The Atari body with policy and value heads (A3C FF)."""
+
+    def __init__(self, observation_shape: tuple[int, ...], num_actions: int) -> None:
+        super().__init__()
+        self.body = AtariBody(observation_shape)
+        self.policy = _head(self.body.width, num_actions, gain=0.01)
+        self.value = _head(self.body.width, 1, gain=1.0)
+
+    def forward(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.body(observations)
+        return self.policy(features), self.value(features).squeeze(-1)
+
+
+class AtariQNetwork(nn.Module):
+    """The Atari body with one Q value per action (the value-based methods)."""
+
+    def __init__(self, observation_shape: tuple[int, ...], num_actions: int) -> None:
+        super().__init__()
+        self.body = AtariBody(observation_shape)
+        self.q = _head(self.body.width, num_actions, gain=1.0)
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.q(self.body(observations))
+
+
+class AtariLSTMActorCritic(nn.Module):
+    """A3C LSTM: the Atari body, then 256 LSTM cells, then policy and value heads.
+
+    The recurrent state is a tensor [B, 2, 256] (h and c) that the caller keeps per env
+    copy and passes in; forward returns the next one.
+    """
+
+    recurrent = True
+    cells = 256
+
+    def __init__(self, observation_shape: tuple[int, ...], num_actions: int) -> None:
+        super().__init__()
+        self.body = AtariBody(observation_shape)
+        self.lstm = nn.LSTMCell(self.body.width, self.cells)
+        self.policy = _head(self.cells, num_actions, gain=0.01)
+        self.value = _head(self.cells, 1, gain=1.0)
+
+    def initial_state(self, batch: int) -> torch.Tensor:
+        return torch.zeros(batch, 2, self.cells)
+
+    def forward(
+        self, observations: torch.Tensor, state: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns (policy logits [B, A], values [B], next state [B, 2, 256])."""
+        h, c = self.lstm(self.body(observations), (state[:, 0], state[:, 1]))
+        return self.policy(h), self.value(h).squeeze(-1), torch.stack([h, c], dim=1)
+
+
+def is_recurrent(model: nn.Module) -> bool:
+    return getattr(model, "recurrent", False)
+
+
+ARCHITECTURES: dict[str, Callable[[pb.ModelSpec], nn.Module]] = {
+    "mlp_actor_critic": lambda s: MLPActorCritic(math.prod(s.observation_shape), s.num_actions, tuple(s.hidden_sizes)),
+    "mlp_q": lambda s: MLPQNetwork(math.prod(s.observation_shape), s.num_actions, tuple(s.hidden_sizes)),
+    "atari_actor_critic": lambda s: AtariActorCritic(tuple(s.observation_shape), s.num_actions),
+    "atari_q": lambda s: AtariQNetwork(tuple(s.observation_shape), s.num_actions),
+    "atari_lstm_actor_critic": lambda s: AtariLSTMActorCritic(tuple(s.observation_shape), s.num_actions),
+}
 
 
 def build_model(spec: pb.ModelSpec) -> nn.Module:
     """Builds the network a ModelSpec describes (its initial weights are overwritten by the first pull)."""
     if spec.architecture not in ARCHITECTURES:
         raise ValueError(f"unknown model architecture {spec.architecture!r}")
-    observation_size = math.prod(spec.observation_shape)
-    return ARCHITECTURES[spec.architecture](observation_size, spec.num_actions, tuple(spec.hidden_sizes))
-
-
-def model_spec(config: RunConfig) -> pb.ModelSpec:
-    """The ModelSpec (architecture and parameter layout) for the run's method and environment."""
-    observation_shape, num_actions = env_dimensions(config.env_id)
-    spec = pb.ModelSpec(
-        architecture="mlp_q" if METHODS[config.algo].value_based else "mlp_actor_critic",
-        observation_shape=list(observation_shape),
-        num_actions=num_actions,
-        hidden_sizes=list(config.hidden_sizes),
-    )
-    spec.layout.extend(layout_of(build_model(spec).named_parameters()))
-    return spec
+    return ARCHITECTURES[spec.architecture](spec)

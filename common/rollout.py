@@ -16,7 +16,7 @@ class Rollout:
     (time limit) from its final observation, kept in final_observations.
     """
 
-    observations: torch.Tensor  # [T, E, *observation_shape], the states acted in
+    observations: torch.Tensor  # [T, E, *observation_shape], the states acted in (float32, or uint8 frames)
     actions: torch.Tensor  # [T, E] int64
     rewards: torch.Tensor  # [T, E] float32
     terminated: torch.Tensor  # [T, E] bool, the episode reached a terminal state at this step
@@ -27,10 +27,13 @@ class Rollout:
     # for on-policy bootstraps (SARSA); None when the acting policy does not choose ahead.
     next_actions: torch.Tensor | None = None  # [E] int64
     final_actions: torch.Tensor | None = None  # [T, E] int64
+    # A recurrent model's state [E, 2, cells] at the start of the rollout (zeroed where an
+    # episode started there); None for feed-forward models.
+    initial_state: torch.Tensor | None = None
 
     @property
-    def frames(self) -> int:
-        """Env frames this rollout covers, all copies together."""
+    def steps(self) -> int:
+        """Agent steps this rollout covers, all copies together (times the env's action repeat: frames)."""
         return self.actions.numel()
 
     @property

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from asyncrl.common.algorithms import METHODS
-from asyncrl.common.config import RunConfig
+from asyncrl.common.config import ConfigError, RunConfig
+from asyncrl.common.envs import env_dimensions, is_atari
+from asyncrl.common.models import build_model
+from asyncrl.common.tensors import layout_of
 from asyncrl.v1 import parameter_server_pb2 as pb
 
 # RunConfig fields a worker needs, sent as-is in the RunConfig message (same names).
 WORKER_FIELDS = (
     "env_id", "gamma", "t_max", "entropy_beta", "value_loss_coef", "max_frames", "max_staleness", "async_update",
     "target_update_frames", "epsilon_values", "epsilon_probabilities", "epsilon_anneal_frames",
+    "repeat_action_probability",
 )
 
 
@@ -19,5 +23,26 @@ def run_config_message(config: RunConfig, model: pb.ModelSpec, max_message_bytes
         algorithm=METHODS[config.algo].wire,
         model=model,
         max_message_bytes=max_message_bytes,
+        clip_rewards=config.clip_rewards == "on" or (config.clip_rewards == "auto" and is_atari(config.env_id)),
         **{name: getattr(config, name) for name in WORKER_FIELDS},
     )
+
+
+def model_spec(config: RunConfig) -> pb.ModelSpec:
+    """The ModelSpec (architecture and parameter layout) for the run's method and environment."""
+    observation_shape, num_actions = env_dimensions(config.env_id)
+    network = config.network
+    if network == "auto":
+        network = "atari" if len(observation_shape) == 3 else "mlp"
+    if network != "mlp" and len(observation_shape) != 3:
+        raise ConfigError(f"--network {network}: needs image observations [C, H, W]; {config.env_id} has "
+                          f"{list(observation_shape)}")
+    heads = "q" if METHODS[config.algo].value_based else "actor_critic"
+    spec = pb.ModelSpec(
+        architecture=f"{network.replace('-', '_')}_{heads}",
+        observation_shape=list(observation_shape),
+        num_actions=num_actions,
+        hidden_sizes=list(config.hidden_sizes),
+    )
+    spec.layout.extend(layout_of(build_model(spec).named_parameters()))
+    return spec

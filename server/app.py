@@ -16,8 +16,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from asyncrl.common.config import RunConfig, ServerOptions
-from asyncrl.common.models import build_model, model_spec
-from asyncrl.common.wire import run_config_message
+from asyncrl.common.models import build_model
+from asyncrl.common.wire import model_spec, run_config_message
 from asyncrl.common import checkpoint
 from asyncrl.common.algorithms import METHODS
 from asyncrl.server.metrics import ServerMetrics

@@ -80,7 +80,7 @@ def test_every_setting_has_help_and_an_environment_variable():
 
 def test_the_wire_config_is_a_view_of_the_run_config():
     """Every RunConfig message field is either a RunConfig field of the same name or derived (model, limits)."""
-    derived = {"algorithm", "model", "max_message_bytes"}
+    derived = {"algorithm", "model", "max_message_bytes", "clip_rewards"}
     wire_fields = {f.name for f in pb.RunConfig.DESCRIPTOR.fields}
     assert wire_fields - derived == set(WORKER_FIELDS)
     assert set(WORKER_FIELDS) <= {f.name for f in dataclasses.fields(RunConfig)}

@@ -40,7 +40,6 @@ class Worker:
         self.target_model: torch.nn.Module | None = None
         self.policy: EpsilonGreedyPolicy | SoftmaxPolicy | None = None
         self.pending_episodes: list[tuple[float, int]] = []
-        self.frames_pushed = 0
         self.pushes = 0
 
     def register(self) -> pb.RegisterWorkerResponse:
@@ -74,7 +73,10 @@ class Worker:
             log.info("final epsilons of the env copies: %s", ", ".join(f"{e:g}" for e in finals))
         else:
             self.policy = SoftmaxPolicy(rng)
-        self.actor = Actor(self.config.env_id, seeds, self.policy, choose_ahead=self.method.on_policy_bootstrap)
+        self.actor = Actor(
+            self.config.env_id, seeds, self.policy, choose_ahead=self.method.on_policy_bootstrap,
+            clip_rewards=self.config.clip_rewards, repeat_action_probability=self.config.repeat_action_probability,
+        )
 
     def run(self) -> int:
         """Loops until the server says training is over (returns 0) or stop is set (returns 0)."""
@@ -115,19 +117,19 @@ class Worker:
         loss.total.backward()
         self.pending_episodes += self.actor.take_finished_episodes()
         self.sequence_number += 1
+        frames = rollout.steps * self.actor.frames_per_step
         base_version, self.version = self.version, -1  # until the reply's weights arrive
         reply = self.connection.push(
             self.worker_id,
             base_version,
             self.sequence_number,
-            rollout.frames,
+            frames,
             [p.grad for p in self.model.parameters()],
             self.pending_episodes,
             self.policy.epsilons.tolist() if isinstance(self.policy, EpsilonGreedyPolicy) else (),
             loss.metrics(),
         )
         self.pending_episodes = []
-        self.frames_pushed += rollout.frames
         self.pushes += 1
         return self._sync(reply)
 

@@ -10,8 +10,8 @@ import torch
 
 
 class Policy(Protocol):
-    def act(self, model: torch.nn.Module, observations: np.ndarray, copies: Sequence[int]) -> np.ndarray:
-        """One action for each observation; copies[i] is the env copy observations[i] belongs to."""
+    def choose(self, outputs: torch.Tensor, copies: Sequence[int]) -> np.ndarray:
+        """One action per row of the model's action outputs (logits or Q values); copies[i] is row i's env copy."""
         ...
 
 
@@ -21,9 +21,7 @@ class SoftmaxPolicy:
     def __init__(self, rng: np.random.Generator) -> None:
         self.rng = rng
 
-    def act(self, model: torch.nn.Module, observations: np.ndarray, copies: Sequence[int]) -> np.ndarray:
-        with torch.no_grad():
-            logits, _ = model(torch.from_numpy(observations))
+    def choose(self, logits: torch.Tensor, copies: Sequence[int]) -> np.ndarray:
         return (logits.numpy() + self.rng.gumbel(size=logits.shape)).argmax(axis=1)
 
 
@@ -54,8 +52,7 @@ class EpsilonGreedyPolicy:
         """Anneals every copy's epsilon to the global frame counter T."""
         self.epsilons = np.array([annealed_epsilon(f, global_frames, self.anneal_frames) for f in self.final_epsilons])
 
-    def act(self, model: torch.nn.Module, observations: np.ndarray, copies: Sequence[int]) -> np.ndarray:
-        with torch.no_grad():
-            greedy = model(torch.from_numpy(observations)).argmax(dim=1).numpy()
+    def choose(self, q_values: torch.Tensor, copies: Sequence[int]) -> np.ndarray:
+        greedy = q_values.argmax(dim=1).numpy()
         explore = self.rng.random(len(copies)) < self.epsilons[list(copies)]
         return np.where(explore, self.rng.integers(self.num_actions, size=len(copies)), greedy)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from asyncrl.common.algorithms.returns import n_step_returns
+from asyncrl.common.models import is_recurrent
 from asyncrl.common.rollout import Rollout
 
 
@@ -68,14 +69,41 @@ def actor_critic_loss(
 
 def rollout_loss(model: torch.nn.Module, rollout: Rollout, gamma: float, entropy_beta: float,
                  value_loss_coef: float) -> ActorCriticLoss:
-    """The A3C loss of one rollout: one batched forward pass over every step of every copy."""
-    logits, values = model(rollout.observations.flatten(0, 1))
+    """The A3C loss of one rollout: a batched forward pass over every step of every copy
+    (for the LSTM network, an unroll over the rollout's steps from its initial state)."""
     cut_values = torch.zeros_like(rollout.rewards)
-    with torch.no_grad():
-        _, bootstrap_values = model(rollout.next_observations)
-        if rollout.truncated.any():
-            _, cut_values[rollout.truncated] = model(rollout.final_observations[rollout.truncated])
+    if is_recurrent(model):
+        logits, values, bootstrap_values = _unroll(model, rollout, cut_values)
+    else:
+        logits, values = model(rollout.observations.flatten(0, 1))
+        with torch.no_grad():
+            _, bootstrap_values = model(rollout.next_observations)
+            if rollout.truncated.any():
+                _, cut_values[rollout.truncated] = model(rollout.final_observations[rollout.truncated])
     returns = n_step_returns(rollout.rewards, rollout.episode_ended, cut_values, bootstrap_values, gamma)
     return actor_critic_loss(
         logits, values, rollout.actions.flatten(), returns.flatten(), entropy_beta, value_loss_coef
     )
+
+
+def _unroll(
+    model: torch.nn.Module, rollout: Rollout, cut_values: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Runs the LSTM network through the rollout step by step, so gradients flow back through time
+    to the rollout's first step. The state is zeroed after a step that ended an episode, as the
+    actor did; truncated episodes' bootstrap values (into cut_values) use the state before that reset."""
+    assert rollout.initial_state is not None
+    state = rollout.initial_state
+    logits, values = [], []
+    for t in range(rollout.actions.shape[0]):
+        step_logits, step_values, state = model(rollout.observations[t], state)
+        logits.append(step_logits)
+        values.append(step_values)
+        truncated = rollout.truncated[t]
+        if truncated.any():
+            with torch.no_grad():
+                _, cut_values[t, truncated], _ = model(rollout.final_observations[t, truncated], state[truncated])
+        state = state * (~rollout.episode_ended[t]).to(state.dtype).view(-1, 1, 1)
+    with torch.no_grad():
+        _, bootstrap_values, _ = model(rollout.next_observations, state)
+    return torch.cat(logits), torch.cat(values), bootstrap_values

@@ -68,7 +68,7 @@ class ModelSpec(_message.Message):
     def __init__(self, architecture: _Optional[str] = ..., observation_shape: _Optional[_Iterable[int]] = ..., num_actions: _Optional[int] = ..., hidden_sizes: _Optional[_Iterable[int]] = ..., layout: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ...) -> None: ...
 
 class RunConfig(_message.Message):
-    __slots__ = ("algorithm", "env_id", "gamma", "t_max", "entropy_beta", "value_loss_coef", "max_frames", "max_staleness", "max_message_bytes", "model", "async_update", "target_update_frames", "epsilon_values", "epsilon_probabilities", "epsilon_anneal_frames")
+    __slots__ = ("algorithm", "env_id", "gamma", "t_max", "entropy_beta", "value_loss_coef", "max_frames", "max_staleness", "max_message_bytes", "model", "async_update", "target_update_frames", "epsilon_values", "epsilon_probabilities", "epsilon_anneal_frames", "repeat_action_probability", "clip_rewards")
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     ENV_ID_FIELD_NUMBER: _ClassVar[int]
     GAMMA_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +84,8 @@ class RunConfig(_message.Message):
     EPSILON_VALUES_FIELD_NUMBER: _ClassVar[int]
     EPSILON_PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     EPSILON_ANNEAL_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    REPEAT_ACTION_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    CLIP_REWARDS_FIELD_NUMBER: _ClassVar[int]
     algorithm: Algorithm
     env_id: str
     gamma: float
@@ -99,7 +101,9 @@ class RunConfig(_message.Message):
     epsilon_values: _containers.RepeatedScalarFieldContainer[float]
     epsilon_probabilities: _containers.RepeatedScalarFieldContainer[float]
     epsilon_anneal_frames: int
-    def __init__(self, algorithm: _Optional[_Union[Algorithm, str]] = ..., env_id: _Optional[str] = ..., gamma: _Optional[float] = ..., t_max: _Optional[int] = ..., entropy_beta: _Optional[float] = ..., value_loss_coef: _Optional[float] = ..., max_frames: _Optional[int] = ..., max_staleness: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., async_update: _Optional[int] = ..., target_update_frames: _Optional[int] = ..., epsilon_values: _Optional[_Iterable[float]] = ..., epsilon_probabilities: _Optional[_Iterable[float]] = ..., epsilon_anneal_frames: _Optional[int] = ...) -> None: ...
+    repeat_action_probability: float
+    clip_rewards: bool
+    def __init__(self, algorithm: _Optional[_Union[Algorithm, str]] = ..., env_id: _Optional[str] = ..., gamma: _Optional[float] = ..., t_max: _Optional[int] = ..., entropy_beta: _Optional[float] = ..., value_loss_coef: _Optional[float] = ..., max_frames: _Optional[int] = ..., max_staleness: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., async_update: _Optional[int] = ..., target_update_frames: _Optional[int] = ..., epsilon_values: _Optional[_Iterable[float]] = ..., epsilon_probabilities: _Optional[_Iterable[float]] = ..., epsilon_anneal_frames: _Optional[int] = ..., repeat_action_probability: _Optional[float] = ..., clip_rewards: _Optional[bool] = ...) -> None: ...
 
 class RegisterWorkerRequest(_message.Message):
     __slots__ = ("name", "num_envs", "accepted_dtypes", "algorithm")
