@@ -175,6 +175,10 @@ class WorkerOptions(_Checked):
     rpc_deadline: float = _setting(10.0, "seconds before any single call is abandoned", check=_positive)
     max_backoff: float = _setting(10.0, "longest wait between retries when the server is unreachable", check=_positive)
     max_message_mb: float = _setting(256.0, "largest gRPC message sent or received, in MiB", check=_positive)
+    sync: bool = _setting(
+        False, "wait for each push's reply before the next rollout (the paper's ordering) instead of pushing while "
+        "the next rollout runs",
+    )
     log_level: str = _setting("INFO", "logging level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+from collections.abc import Callable
 import signal
 import socket
 import threading
@@ -28,7 +30,8 @@ class Worker:
     """One worker: a local model copy (and target network copy) and E env copies, driven by a server's replies."""
 
     def __init__(
-        self, connection: Connection, name: str, num_envs: int, stop: threading.Event, algo: str = ""
+        self, connection: Connection, name: str, num_envs: int, stop: threading.Event, algo: str = "",
+        overlap: bool = True,
     ) -> None:
         self.connection = connection
         self.name = name
@@ -41,6 +44,11 @@ class Worker:
         self.policy: EpsilonGreedyPolicy | SoftmaxPolicy | None = None
         self.pending_episodes: list[tuple[float, int]] = []
         self.pushes = 0
+        # With overlap, a push travels while the next rollout is collected (with the weights the push's
+        # reply replaces as soon as it arrives): the RPC's latency hides behind compute, for one more
+        # version of policy lag. Without it, each rollout waits for the previous push's reply.
+        self.overlap = overlap
+        self.in_flight: _PushInFlight | None = None
 
     def register(self) -> pb.RegisterWorkerResponse:
         """(Re-)registers. The first registration builds the models and env copies; later ones keep them."""
@@ -108,28 +116,49 @@ class Worker:
         the target network has changed.
         """
         assert self.model is not None and self.actor is not None
-        if self.version < 0 or (self.method.value_based and self.target_version != self.server_target_version):
-            if self._sync(self.connection.pull(self.worker_id, self.version, self.target_version)):
-                return True
+        if self._needs_pull() and (self._finish_push() or (self._needs_pull() and self._sync(
+                self.connection.pull(self.worker_id, self.version, self.target_version)))):
+            return True
+        base_version = self.version
         rollout = self.actor.rollout(self.model, self.method.rollout_steps(self.config))
         loss = self.method.loss(self.model, self.target_model, rollout, self.config)
         self.model.zero_grad(set_to_none=False)
         loss.total.backward()
+        gradients = [p.grad.clone() for p in self.model.parameters()]  # the next backward reuses .grad
         self.pending_episodes += self.actor.take_finished_episodes()
+        if self._finish_push():
+            return True
         self.sequence_number += 1
-        frames = rollout.steps * self.actor.frames_per_step
-        base_version, self.version = self.version, -1  # until the reply's weights arrive
-        reply = self.connection.push(
-            self.worker_id,
-            base_version,
-            self.sequence_number,
-            frames,
-            [p.grad for p in self.model.parameters()],
-            self.pending_episodes,
-            self.policy.epsilons.tolist() if isinstance(self.policy, EpsilonGreedyPolicy) else (),
-            loss.metrics(),
+        episodes, self.pending_episodes = self.pending_episodes, []
+        epsilons = self.policy.epsilons.tolist() if isinstance(self.policy, EpsilonGreedyPolicy) else []
+        send = functools.partial(
+            self.connection.push, self.worker_id, base_version, self.sequence_number,
+            rollout.steps * self.actor.frames_per_step, gradients, episodes, epsilons, loss.metrics(),
         )
-        self.pending_episodes = []
+        self.in_flight = _PushInFlight(
+            send,
+            episodes,
+            background=self.overlap,
+        )
+        return False if self.overlap else self._finish_push()
+
+    def _needs_pull(self) -> bool:
+        return self.version < 0 or (self.method.value_based and self.target_version != self.server_target_version)
+
+    def _finish_push(self) -> bool:
+        """Takes the reply of the push in flight, if any; returns whether training is over.
+
+        A refused push gives its episodes back to the next one; a stale one forces a pull.
+        """
+        if self.in_flight is None:
+            return False
+        push, self.in_flight = self.in_flight, None
+        try:
+            reply = push.result()
+        except (StaleGradients, UnknownWorker):
+            self.pending_episodes = push.episodes + self.pending_episodes
+            self.version = -1
+            raise
         self.pushes += 1
         return self._sync(reply)
 
@@ -148,6 +177,35 @@ class Worker:
         return reply.training_done
 
 
+class _PushInFlight:
+    """One push, run on a daemon thread (so that a stopping worker never waits for it) or at once."""
+
+    def __init__(self, send: Callable[[], ServerReply], episodes: list[tuple[float, int]], background: bool) -> None:
+        self.episodes = episodes
+        self._send = send
+        self._reply: ServerReply | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="push", daemon=True) if background else None
+        if self._thread is not None:
+            self._thread.start()
+        else:
+            self._run()
+
+    def _run(self) -> None:
+        try:
+            self._reply = self._send()
+        except BaseException as error:  # handed to the worker loop by result()
+            self._error = error
+
+    def result(self) -> ServerReply:
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._reply is not None
+        return self._reply
+
+
 def _load(model: torch.nn.Module, weights: list[torch.Tensor]) -> None:
     with torch.no_grad():
         for parameter, weight in zip(model.parameters(), weights):
@@ -163,7 +221,7 @@ def run_worker(options: WorkerOptions) -> int:
     name = options.name or f"{socket.gethostname()}-{os.getpid()}"
     connection = GrpcConnection(options, stop, seed=os.getpid())
     try:
-        return Worker(connection, name, options.envs, stop, options.algo).run()
+        return Worker(connection, name, options.envs, stop, options.algo, overlap=not options.sync).run()
     except grpc.RpcError as error:  # not transient: a misconfiguration the operator must fix
         log.error("server %s refused this worker: %s: %s", options.server, error.code().name, error.details())
         return 1
