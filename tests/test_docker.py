@@ -1,0 +1,512 @@
+"""The Docker deployment (docker/Dockerfile, docker/docker-compose.yml, /.dockerignore), without a Docker engine.
+
+The files are parsed and checked against the CLI they configure; then the image's entry
+point, default command, environment and healthcheck run as plain processes on 127.0.0.1,
+the way the containers would run them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+import yaml
+
+from asyncrl.common.cli import build_parser
+from asyncrl.common.config import RunConfig, ServerOptions, TrainOptions, WorkerOptions, env_name, from_namespace
+from asyncrl.v1 import parameter_server_pb2 as pb
+from asyncrl.v1 import parameter_server_pb2_grpc as pb_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = ROOT / "docker" / "Dockerfile"
+COMPOSE_FILE = ROOT / "docker" / "docker-compose.yml"
+DOCKERIGNORE = ROOT / ".dockerignore"
+VENV_BIN = Path(sys.executable).parent
+DOCKER_DEFAULT_STOP_GRACE = 10.0  # seconds Docker waits after SIGTERM before SIGKILL when nothing says otherwise
+# Seconds the final checkpoint may take on top of ASYNCRL_SHUTDOWN_GRACE before Docker's SIGKILL.
+CHECKPOINT_ALLOWANCE = 10.0
+# The settings each container command builds from its environment.
+CONFIG_CLASSES = {"server": (RunConfig, ServerOptions), "worker": (WorkerOptions,)}
+
+
+# --- reading the files -----------------------------------------------------------------------------------------
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of docker/Dockerfile, continuation lines joined, comments dropped."""
+    instructions: list[tuple[str, str]] = []
+    current = ""
+    for raw in DOCKERFILE.read_text().splitlines():
+        line = raw.strip()
+        if line.startswith("#") or (not line and not current):
+            continue
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        current += line
+        keyword, _, arguments = current.partition(" ")
+        instructions.append((keyword.upper(), arguments.strip()))
+        current = ""
+    assert not current, "docker/Dockerfile ends inside a continued line"
+    return instructions
+
+
+def only(instructions: list[tuple[str, str]], keyword: str) -> str:
+    found = [arguments for name, arguments in instructions if name == keyword]
+    assert len(found) == 1, f"docker/Dockerfile: expected one {keyword}, found {len(found)}"
+    return found[0]
+
+
+def exec_form(text: str, what: str) -> list[str]:
+    """A JSON array (exec form), refusing shell form, which would run under /bin/sh -c and not get signals."""
+    try:
+        argv = json.loads(text)
+    except json.JSONDecodeError:
+        raise AssertionError(f"{what} is not in exec form (a JSON array): {text!r}") from None
+    assert isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv), f"{what}: {text!r}"
+    return argv
+
+
+def image_env(instructions: list[tuple[str, str]]) -> dict[str, str]:
+    """The variables the image's ENV instructions set (KEY=VALUE form only)."""
+    env: dict[str, str] = {}
+    for keyword, arguments in instructions:
+        if keyword == "ENV":
+            for token in shlex.split(arguments):
+                key, equals, value = token.partition("=")
+                assert equals and "$" not in value, f"docker/Dockerfile: ENV {token!r}: use literal KEY=VALUE"
+                env[key] = value
+    return env
+
+
+def image_healthcheck(instructions: list[tuple[str, str]]) -> list[str]:
+    options, cmd, argv = only(instructions, "HEALTHCHECK").partition("CMD ")
+    assert cmd, "docker/Dockerfile: HEALTHCHECK has no CMD"
+    assert all(o.startswith("--") for o in options.split()), f"HEALTHCHECK options: {options!r}"
+    return exec_form(argv, "HEALTHCHECK CMD")
+
+
+def load_compose() -> dict:
+    with COMPOSE_FILE.open() as handle:
+        return yaml.safe_load(handle)
+
+
+def service(compose: dict, name: str) -> dict:
+    assert name in compose.get("services", {}), f"docker-compose.yml has no service {name!r}"
+    return compose["services"][name]
+
+
+def service_env(svc: dict) -> dict[str, str]:
+    """A service's `environment`, mapping or list form, as text."""
+    raw = svc.get("environment") or {}
+    if isinstance(raw, list):
+        raw = dict(item.split("=", 1) for item in raw)
+    env = {}
+    for key, value in raw.items():
+        assert value is not None, f"environment {key} has no value: it would come from the host's shell"
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        assert "$" not in text, f"environment {key}={text!r}: keep values literal so this test runs them as they are"
+        env[key] = text
+    return env
+
+
+def compose_healthcheck(svc: dict) -> list[str]:
+    test = svc.get("healthcheck", {}).get("test")
+    assert isinstance(test, list) and test[:1] == ["CMD"], f"healthcheck test must be exec form [CMD, ...]: {test!r}"
+    return test[1:]
+
+
+def duration_seconds(text: str | int | float) -> float:
+    """A compose duration such as 30s, 1m30s or 500ms, in seconds."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", text)
+    assert parts and "".join(n + u for n, u in parts) == text, f"not a duration: {text!r}"
+    return sum(float(number) * units[unit] for number, unit in parts)
+
+
+def valid_env_names() -> set[str]:
+    """Every ASYNCRL_* variable the configuration defines (ASYNCRL_SERVER is also read by status and health)."""
+    names = {env_name(f.name) for cls in (RunConfig, ServerOptions, WorkerOptions, TrainOptions)
+             for f in dataclasses.fields(cls)}
+    return names | {"ASYNCRL_SERVER"}
+
+
+def env_read_by(argv: list[str]) -> set[str]:
+    """The ASYNCRL_* variables `asyncrl SUBCOMMAND` reads: the ones its --help names."""
+    assert argv[:1] == ["asyncrl"] and len(argv) >= 2, f"not an asyncrl command: {argv}"
+    parser = build_parser()
+    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert argv[1] in subcommands, f"`asyncrl {argv[1]}` is no subcommand"
+    read = {name for action in subcommands[argv[1]]._actions
+            for name in re.findall(r"\benv (ASYNCRL_\w+)", action.help or "")}
+    assert read <= valid_env_names(), f"the CLI names variables the config does not define: {read - valid_env_names()}"
+    return read
+
+
+def container_env(*layers: dict[str, str]) -> dict[str, str]:
+    """This machine's environment without any ASYNCRL_* variable, the venv's scripts first on PATH, then layers."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASYNCRL_")}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    for layer in layers:
+        env.update(layer)
+    return env
+
+
+# --- the compose file ------------------------------------------------------------------------------------------
+
+
+def test_compose_services_share_the_image():
+    """Compose defines server and worker, one image built from docker/Dockerfile in the repository root."""
+    compose = load_compose()
+    server, worker = service(compose, "server"), service(compose, "worker")
+    for name, svc in (("server", server), ("worker", worker)):
+        build = svc.get("build")
+        assert isinstance(build, dict), f"{name}: no build section"
+        context = (COMPOSE_FILE.parent / build["context"]).resolve()
+        assert context == ROOT, f"{name}: build context {context} is not the repository root"
+        assert (context / build["dockerfile"]).resolve() == DOCKERFILE, f"{name}: dockerfile {build['dockerfile']}"
+    assert server["image"] == worker["image"], "server and worker must run the same image"
+    assert server["command"] == ["server"] and worker["command"] == ["worker"]
+
+
+def test_compose_server_health_volume_and_grace():
+    """The server: an `asyncrl health` healthcheck, checkpoints in a named volume, time to checkpoint on stop."""
+    compose = load_compose()
+    server = service(compose, "server")
+    env = service_env(server)
+    assert compose_healthcheck(server)[:2] == ["asyncrl", "health"]
+    assert env["ASYNCRL_HOST"] == "0.0.0.0", "a server listening on 127.0.0.1 is unreachable from other containers"
+    assert env.get("ASYNCRL_RESUME") == "true", "a restarted server should continue from its checkpoints"
+
+    checkpoint_dir = Path(env["ASYNCRL_CHECKPOINT_DIR"])
+    assert checkpoint_dir.is_absolute()
+    named = set(compose.get("volumes") or {})
+    mounts = []
+    for volume in server.get("volumes", []):
+        source, target = (volume.split(":")[:2] if isinstance(volume, str) else (volume["source"], volume["target"]))
+        if source in named:
+            mounts.append(Path(target))
+    assert any(checkpoint_dir == m or m in checkpoint_dir.parents for m in mounts), (
+        f"no named volume holds {checkpoint_dir}; named volume mounts: {mounts}")
+
+    grace = env.get("ASYNCRL_SHUTDOWN_GRACE", str(ServerOptions.shutdown_grace))
+    stop_grace = duration_seconds(server.get("stop_grace_period", DOCKER_DEFAULT_STOP_GRACE))
+    assert stop_grace >= float(grace) + CHECKPOINT_ALLOWANCE, (
+        f"stop_grace_period {stop_grace}s leaves the final checkpoint too little time after a {grace}s shutdown grace")
+
+
+def test_compose_worker_scales():
+    """Workers wait for a healthy server, find it by service name, and carry nothing per replica, so --scale works."""
+    compose = load_compose()
+    worker, server_env = service(compose, "worker"), service_env(service(compose, "server"))
+    assert worker["depends_on"]["server"]["condition"] == "service_healthy"
+    for key in ("container_name", "ports", "hostname"):
+        assert key not in worker, f"worker sets {key}: replicas would collide"
+    env = service_env(worker)
+    assert env["ASYNCRL_SERVER"] == f"server:{server_env['ASYNCRL_PORT']}"
+    assert "ASYNCRL_NAME" not in env, "every replica would get the same name"
+    assert worker.get("restart") == "on-failure", "a worker done with training exits 0 and must stay down"
+
+
+def test_compose_environment_is_read_by_the_cli():
+    """Every compose variable is a valid ASYNCRL_* setting read by its service's command or healthcheck."""
+    compose = load_compose()
+    instructions = dockerfile_instructions()
+    entrypoint = exec_form(only(instructions, "ENTRYPOINT"), "ENTRYPOINT")
+    valid = valid_env_names()
+    for name, svc in compose["services"].items():
+        env = service_env(svc)
+        command = entrypoint + svc["command"]
+        read = env_read_by(command)
+        if "healthcheck" in svc and not svc["healthcheck"].get("disable"):
+            read |= env_read_by(compose_healthcheck(svc))
+        for key in env:
+            assert key in valid, f"{name}: {key} is no asyncrl setting"
+            assert key in read, f"{name}: {key} is not read by `{' '.join(command)}` nor by its healthcheck"
+        for cls in CONFIG_CLASSES.get(svc["command"][0], ()):  # raises ConfigError on a bad value
+            from_namespace(cls, argparse.Namespace(), environ={**image_env(instructions), **env})
+
+
+def compose_cli() -> list[str] | None:
+    """`docker compose` (the v2 plugin) or a v2 `docker-compose` (on PATH or in the venv), if there is one."""
+    for name, *rest in (["docker", "compose"], ["docker-compose"]):
+        executable = shutil.which(name, path=container_env()["PATH"])
+        if executable is None:
+            continue
+        candidate = [executable, *rest]
+        version = subprocess.run([*candidate, "version", "--short"], capture_output=True, text=True)
+        if version.returncode == 0 and re.match(r"v?([2-9]|\d\d+)\.", version.stdout.strip()):
+            return candidate
+    return None
+
+
+def test_compose_config_validates():
+    """`docker compose config` accepts the file (needs the compose v2 CLI, not an engine)."""
+    cli = compose_cli()
+    if cli is None:
+        pytest.skip("no Docker Compose v2 CLI (`docker compose` plugin or docker-compose v2) on this machine")
+    result = subprocess.run([*cli, "-f", str(COMPOSE_FILE), "config", "--format", "json"], capture_output=True,
+                            text=True, env=container_env({"TORCH_INDEX": ""}))
+    # The resolved model is checked too, not only the exit status: some wrappers of the binary lose it.
+    assert result.returncode == 0 and result.stdout.strip(), f"compose refused the file:\n{result.stderr}"
+    resolved = json.loads(result.stdout)["services"]
+    assert resolved["worker"]["depends_on"]["server"]["condition"] == "service_healthy"
+    assert [v["type"] for v in resolved["server"]["volumes"]] == ["volume"]
+
+
+# --- the Dockerfile --------------------------------------------------------------------------------------------
+
+
+def test_dockerfile_runs_asyncrl_as_a_non_root_user():
+    """The image: python:3.11-slim, exec-form `asyncrl` entry point, `server` by default, non-root, a healthcheck."""
+    instructions = dockerfile_instructions()
+    assert only(instructions, "FROM") == "python:3.11-slim"
+    assert exec_form(only(instructions, "ENTRYPOINT"), "ENTRYPOINT") == ["asyncrl"]
+    assert exec_form(only(instructions, "CMD"), "CMD") == ["server"]
+    users = [arguments for name, arguments in instructions if name == "USER"]
+    assert users, "no USER: the container would run as root"
+    user = users[-1].split(":")[0]
+    assert user not in ("root", "0"), f"USER {users[-1]} is root"
+    assert image_healthcheck(instructions)[:2] == ["asyncrl", "health"]
+
+    env = image_env(instructions)
+    for key in env:
+        if key.startswith("ASYNCRL_"):
+            assert key in valid_env_names(), f"ENV {key} is no asyncrl setting"
+    port = env["ASYNCRL_PORT"]
+    assert only(instructions, "EXPOSE").split() == [port]
+    assert env["ASYNCRL_SERVER"] == f"127.0.0.1:{port}", "the healthcheck must ask this container's own server"
+    assert env["ASYNCRL_HOST"] == "0.0.0.0"
+    volumes = [Path(v) for name, arguments in instructions if name == "VOLUME" for v in exec_form(arguments, "VOLUME")]
+    checkpoint_dir = Path(env["ASYNCRL_CHECKPOINT_DIR"])
+    assert any(v == checkpoint_dir or v in checkpoint_dir.parents for v in volumes), "checkpoints are not in a VOLUME"
+
+
+def test_dockerfile_installs_the_cpu_build_of_torch():
+    """torch pinned as in the Makefile, TORCH_INDEX a build argument, a CUDA build refused, no hand downloads."""
+    instructions = dockerfile_instructions()
+    args = dict(arguments.partition("=")[::2] for name, arguments in instructions if name == "ARG")
+    makefile_version = re.search(r"^TORCH_VERSION\s*:?=\s*(\S+)", (ROOT / "Makefile").read_text(), re.M)
+    assert makefile_version and args.get("TORCH_VERSION") == makefile_version.group(1)
+    assert args.get("TORCH_INDEX") == "", "TORCH_INDEX must default to empty (plain pip install)"
+    runs = [arguments for name, arguments in instructions if name == "RUN"]
+    torch_install = [r for r in runs if re.search(r"pip install [^&]*torch==\$\{?TORCH_VERSION", r)]
+    assert torch_install and "TORCH_INDEX" in torch_install[0]
+    assert any("nvidia-" in r and "exit 1" in r for r in runs), "no RUN step refuses nvidia-* packages"
+    for name, arguments in instructions:
+        assert name != "ADD", "ADD can fetch URLs; use COPY"
+        assert not re.search(r"\b(curl|wget)\b", arguments), f"{name} downloads by hand: {arguments[:80]}"
+
+
+def dockerignore_excludes(relative: str) -> bool:
+    """Whether /.dockerignore keeps a path (relative to the context, '/'-separated) out of the build context."""
+    rules = []
+    for line in DOCKERIGNORE.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negated = line.startswith("!")
+        pattern = line.lstrip("!").strip("/")
+        regex = re.escape(pattern).replace(r"\*\*/", "(?:.*/)?").replace(r"\*\*", ".*")
+        regex = regex.replace(r"\*", "[^/]*").replace(r"\?", "[^/]")
+        rules.append((negated, re.compile(regex)))
+    parts = relative.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    excluded = False
+    for negated, regex in rules:  # the last matching rule wins; a rule matching a parent directory applies
+        if any(regex.fullmatch(prefix) for prefix in prefixes):
+            excluded = not negated
+    return excluded
+
+
+def test_image_gets_every_source_pip_install_needs(tmp_path: Path):
+    """The COPY steps, through /.dockerignore, give `pip install` pyproject, its readme and every module."""
+    instructions = dockerfile_instructions()
+    assert DOCKERIGNORE.exists(), "no /.dockerignore: .venv and runs/ would be sent as build context"
+    assert dockerignore_excludes(".venv/bin/python") and dockerignore_excludes(".git/HEAD")
+    image = tmp_path / "image"
+    for name, arguments in instructions:
+        if name != "COPY":
+            continue
+        *sources, destination = shlex.split(arguments)
+        assert not any(s.startswith("--") for s in sources), f"COPY {arguments}: flags are not emulated here"
+        for source in sources:
+            assert not dockerignore_excludes(source), f"COPY {source}: /.dockerignore excludes it, the build fails"
+            path, target = ROOT / source, image / destination.lstrip("/")
+            if path.is_dir():
+                for file in sorted(p for p in path.rglob("*") if p.is_file()):
+                    relative = file.relative_to(ROOT).as_posix()
+                    if not dockerignore_excludes(relative):
+                        (target / file.relative_to(path)).parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copy(file, target / file.relative_to(path))
+            else:
+                target = target / path.name if destination.endswith("/") else target
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, target)
+    installs = [m.group(1) for name, arguments in instructions if name == "RUN"
+                for m in re.finditer(r"pip install (/\S+)", arguments)]
+    assert len(installs) == 1, f"expected one `pip install /PATH` of the project, found {installs}"
+    source = image / installs[0].lstrip("/")
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert (source / "pyproject.toml").read_bytes() == (ROOT / "pyproject.toml").read_bytes()
+    assert (source / project["project"]["readme"]).is_file(), "the readme pyproject names is not copied"
+    setuptools = project["tool"]["setuptools"]
+    package_dirs = setuptools["package-dir"]
+    for package in setuptools["packages"]:
+        owner = max((p for p in package_dirs if package == p or package.startswith(p + ".")), key=len)
+        directory = Path(package_dirs[owner], *package[len(owner):].split(".")[1:])
+        expected = sorted(p.name for p in (ROOT / directory).glob("*.py"))
+        copied = sorted(p.name for p in (source / directory).glob("*.py"))
+        assert "__init__.py" in copied and copied == expected, f"{package} ({directory}): {copied} != {expected}"
+        for pattern in setuptools.get("package-data", {}).get(package, []):
+            for data in (ROOT / directory).glob(pattern):
+                assert (source / directory / data.name).is_file(), f"package data {directory / data.name} not copied"
+
+
+# --- the deployment, run as processes --------------------------------------------------------------------------
+
+
+class Container:
+    """A container's main process, run here: its argv as the image would exec it, its output in a log file."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.argv = argv
+        self.log_path = log_path
+        self._log = open(log_path, "ab")
+        self.popen = subprocess.Popen(argv, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self, timeout: float) -> int:
+        """SIGTERM, as `docker stop` sends, and the exit status within timeout (Docker's SIGKILL deadline)."""
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            return self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"`{' '.join(self.argv)}` ignored SIGTERM for {timeout}s (Docker would SIGKILL it):\n"
+                                 f"{self.log()}") from None
+
+    def close(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait()
+        self._log.close()
+
+
+@pytest.fixture
+def containers() -> Iterator[list[Container]]:
+    """The containers a test starts, killed at teardown if still running."""
+    started: list[Container] = []
+    yield started
+    for container in started:
+        container.close()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run_check(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+
+
+def wait_healthy(container: Container, checks: list[list[str]], env: dict[str, str], timeout: float = 60.0) -> None:
+    """Runs the healthcheck commands until each exits 0, as Docker would during the start period."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if container.popen.poll() is not None:
+            raise AssertionError(f"the server exited with {container.popen.returncode}:\n{container.log()}")
+        if all(run_check(argv, env).returncode == 0 for argv in checks):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the healthcheck did not pass within {timeout}s:\n{container.log()}")
+
+
+def server_status(port: int) -> pb.GetStatusResponse:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        return pb_grpc.ParameterServerServiceStub(channel).GetStatus(pb.GetStatusRequest(), timeout=10)
+
+
+@pytest.mark.timeout(120)
+def test_compose_deployment_runs_as_processes(tmp_path: Path, containers: list[Container]):
+    """The image and compose services run as processes: healthy, training, SIGTERM, checkpoint, resume."""
+    instructions = dockerfile_instructions()
+    compose = load_compose()
+    server_svc, worker_svc = service(compose, "server"), service(compose, "worker")
+    entrypoint = exec_form(only(instructions, "ENTRYPOINT"), "ENTRYPOINT")
+    assert (VENV_BIN / entrypoint[0]).exists(), f"no {entrypoint[0]} console script in {VENV_BIN}"
+    base = image_env(instructions)
+
+    # The server container, moved to 127.0.0.1 and a free port; its own checkpoint directory.
+    port = free_port()
+    checkpoint_dir = tmp_path / "checkpoints"
+    own_address = f"{base['ASYNCRL_SERVER'].rpartition(':')[0]}:{port}"  # as if built for this port
+    server_env = container_env(base, service_env(server_svc), {
+        "ASYNCRL_HOST": "127.0.0.1", "ASYNCRL_PORT": str(port), "ASYNCRL_SERVER": own_address,
+        "ASYNCRL_CHECKPOINT_DIR": str(checkpoint_dir), "ASYNCRL_METRICS_PORT": str(free_port()),
+        "ASYNCRL_TENSORBOARD_DIR": str(tmp_path / "tensorboard"),
+    })
+    checks = [compose_healthcheck(server_svc), image_healthcheck(instructions)]
+    stop_grace = duration_seconds(server_svc.get("stop_grace_period", DOCKER_DEFAULT_STOP_GRACE))
+
+    for argv in checks:
+        assert run_check(argv, server_env).returncode != 0, f"{argv} passed with no server running"
+    server = Container(entrypoint + server_svc["command"], server_env, tmp_path / "server.log")
+    containers.append(server)
+    wait_healthy(server, checks, server_env)
+
+    # A worker container, pointed at this server instead of the service name.
+    worker_env = container_env(base, service_env(worker_svc), {"ASYNCRL_SERVER": f"127.0.0.1:{port}"})
+    worker = Container(entrypoint + worker_svc["command"], worker_env, tmp_path / "worker.log")
+    containers.append(worker)
+    envs = int(service_env(worker_svc).get("ASYNCRL_ENVS", WorkerOptions.envs))
+    deadline = time.monotonic() + 60
+    while True:
+        status = server_status(port)
+        if len(status.workers) == 1 and status.workers[0].pushes_applied >= 3 and status.updates_applied >= 3:
+            break
+        assert worker.popen.poll() is None, f"the worker exited with {worker.popen.returncode}:\n{worker.log()}"
+        assert time.monotonic() < deadline, f"no pushes applied within 60s:\n{status}\n{server.log()}\n{worker.log()}"
+        time.sleep(0.25)
+    assert status.workers[0].num_envs == envs and status.workers[0].alive and status.global_frames > 0
+
+    # docker compose down: SIGTERM to the workers first (they depend on the server), then to the
+    # server; each is SIGKILLed after its stop_grace_period.
+    worker_grace = duration_seconds(worker_svc.get("stop_grace_period", DOCKER_DEFAULT_STOP_GRACE))
+    assert worker.stop(timeout=worker_grace) == 0, worker.log()
+    stopped = server_status(port)
+    assert server.stop(timeout=stop_grace) == 0, server.log()
+    assert sorted(checkpoint_dir.glob("checkpoint-*.pt")), f"no checkpoint in {checkpoint_dir}:\n{server.log()}"
+    for argv in checks:
+        assert run_check(argv, server_env).returncode != 0, f"{argv} still passes after the server stopped"
+
+    # docker compose up again (or restart: on-failure), ASYNCRL_RESUME=true: the run continues where it stopped.
+    restarted = Container(entrypoint + server_svc["command"], server_env, tmp_path / "server-restarted.log")
+    containers.append(restarted)
+    wait_healthy(restarted, checks, server_env)
+    resumed = server_status(port)
+    assert (resumed.global_frames, resumed.version, resumed.updates_applied) == (
+        stopped.global_frames, stopped.version, stopped.updates_applied), (
+        f"did not resume the checkpointed run:\n{resumed}\n{restarted.log()}")
+    assert restarted.stop(timeout=stop_grace) == 0, restarted.log()
