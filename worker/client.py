@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 Reply = TypeVar("Reply")
 
 # Codes that mean "try the same call again later": the server is restarting, overloaded or far away.
-TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+# A server shutting down cancels calls that arrived but had no handler thread yet (CANCELLED); a retried
+# push is applied at most once (same worker id and sequence number), so retrying those is safe too.
+TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
 
 
 class UnknownWorker(Exception):
