@@ -131,7 +131,7 @@ def serve(config: RunConfig, options: ServerOptions) -> int:
         log.info("Prometheus metrics on http://%s:%d/metrics", options.host, options.metrics_port)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda number, frame: stop.set())
+        signal.signal(signum, lambda _signum, _frame: stop.set())
     server.start()
     _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
     if options.port_file:

@@ -85,7 +85,14 @@ class GrpcConnection:
         max_bytes = int(options.max_message_mb * 2**20)
         self.channel = grpc.insecure_channel(
             options.server,
-            options=[("grpc.max_send_message_length", max_bytes), ("grpc.max_receive_message_length", max_bytes)],
+            options=[
+                ("grpc.max_send_message_length", max_bytes),
+                ("grpc.max_receive_message_length", max_bytes),
+                # gRPC's own reconnect backoff grows to 120 s; keep it within ours, so that a worker
+                # reaches a restarted server about --max-backoff seconds after it is back.
+                ("grpc.initial_reconnect_backoff_ms", min(1000, int(options.max_backoff * 1000))),
+                ("grpc.max_reconnect_backoff_ms", int(options.max_backoff * 1000)),
+            ],
         )
         self.stub = pb_grpc.ParameterServerServiceStub(self.channel)
         self.layout: list[pb.TensorSpec] = []

@@ -217,7 +217,7 @@ def run_worker(options: WorkerOptions) -> int:
     torch.set_num_threads(1)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda number, frame: stop.set())
+        signal.signal(signum, lambda _signum, _frame: stop.set())
     name = options.name or f"{socket.gethostname()}-{os.getpid()}"
     connection = GrpcConnection(options, stop, seed=os.getpid())
     try:
