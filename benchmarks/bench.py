@@ -1,6 +1,8 @@
-"""asyncrl's benchmark on CartPole-v1: what the wire costs, and how long training takes.
+"""asyncrl's benchmark on CartPole-v1 (or an Atari game): what the wire costs, and how long training takes.
 
     .venv/bin/python benchmarks/bench.py [--seconds 10] [--envs 1]
+    .venv/bin/python benchmarks/bench.py --env-id ALE/Pong-v5 --envs 4 --skip-train [--network atari-lstm]
+        [--dtype float16] [--score-frames 20000]
 
 One run measures, in this order, and prints one table (plain, then markdown for README.md):
 
@@ -17,6 +19,16 @@ One run measures, in this order, and prints one table (plain, then markdown for 
    directly in this process, and the client's encoding and decoding;
 5. `asyncrl train --workers 2` to the default target (mean return 475 over 100 episodes):
    wall time, frames and the final mean return, read from the final checkpoint.
+
+--env-id and --network go to the in-process RunConfig and to `asyncrl server`, --dtype to the
+workers (and the latency client). For an Atari game (ALE/...) throughput is given both as
+agent steps/s and as frames/s (an agent step is 4 emulator frames; the server's T, and so
+every frames figure, counts frames), the time-to-475 run is CartPole's and needs
+--skip-train, and a section gives the bytes moved per update: the ByteSize() of one
+PushGradientsRequest and of one PushGradientsResponse carrying the weights, built with
+asyncrl.common.tensors.encode from the model's layout, in float32 and float16, for the FF
+network (and the LSTM one with --network atari-lstm). --score-frames N adds a short
+`asyncrl train --max-frames N --target-return none` run and reports the mean return it reached.
 
 Progress goes to stderr; the table goes to stdout. The numbers are as noisy as the machine:
 each process's CPU time is read from /proc over the same window, and frames per CPU-second
@@ -51,7 +63,13 @@ import grpc  # noqa: E402
 import torch  # noqa: E402
 
 from asyncrl.common import checkpoint, tensors  # noqa: E402
-from asyncrl.common.config import ALGORITHMS, RunConfig, ServerOptions, WorkerOptions  # noqa: E402
+from asyncrl.common.algorithms import METHODS  # noqa: E402
+from asyncrl.common.config import (  # noqa: E402
+    ALGORITHMS, DTYPE_NAMES, NETWORKS, RunConfig, ServerOptions, WorkerOptions,
+)
+from asyncrl.common.envs import ATARI_FRAME_SKIP, is_atari  # noqa: E402
+from asyncrl.common.models import build_model  # noqa: E402
+from asyncrl.common.wire import model_spec  # noqa: E402
 from asyncrl.server.app import build_servicer  # noqa: E402
 from asyncrl.v1 import parameter_server_pb2 as pb  # noqa: E402
 from asyncrl.v1 import parameter_server_pb2_grpc as pb_grpc  # noqa: E402
@@ -63,6 +81,36 @@ CHILD_ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 NO_END = str(10**12)  # a frame budget no measurement reaches (it also keeps the linear lr schedule flat)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _PR_SET_PDEATHSIG = 1
+SHORT_DTYPE = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+
+
+@dataclass(frozen=True)
+class Run:
+    """What every measurement runs: the method, the env, the network, and the workers' wire dtype."""
+
+    algo: str = "a3c"
+    env_id: str = "CartPole-v1"
+    network: str = "auto"
+    dtype: str = "float32"
+
+    def config(self, **overrides: object) -> RunConfig:
+        return RunConfig(algo=self.algo, env_id=self.env_id, network=self.network, **overrides)
+
+    def run_flags(self) -> list[str]:
+        """`asyncrl server|train` flags for the run (the defaults left out, so a CartPole run is what it was)."""
+        flags = ["--algo", self.algo]
+        if self.env_id != "CartPole-v1":
+            flags += ["--env-id", self.env_id]
+        if self.network != "auto":
+            flags += ["--network", self.network]
+        return flags
+
+    def worker_flags(self) -> list[str]:
+        return ["--dtype", self.dtype] if self.dtype != "float32" else []
+
+    @property
+    def frames_per_step(self) -> int:
+        return ATARI_FRAME_SKIP if is_atari(self.env_id) else 1
 
 
 def note(message: str) -> None:
@@ -115,11 +163,11 @@ class Child:
 class Server(Child):
     """`asyncrl server` on 127.0.0.1 with a free port, for a run that never ends by itself."""
 
-    def __init__(self, directory: Path, algo: str) -> None:
+    def __init__(self, directory: Path, run: Run) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         port_file = directory / "server.port"
         super().__init__(
-            ["server", "--algo", algo, "--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file),
+            ["server", *run.run_flags(), "--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file),
              "--checkpoint-dir", str(directory / "checkpoints"), "--checkpoint-interval", "0",
              "--target-return", "none", "--max-frames", NO_END, "--log-level", "WARNING"],
             directory / "server.log",
@@ -147,10 +195,10 @@ class Server(Child):
 # --- 1. the in-process baseline ----------------------------------------------------------------
 
 
-def in_process(envs: int, warmup: float, seconds: float, algo: str) -> dict:
+def in_process(envs: int, warmup: float, seconds: float, run: Run) -> dict:
     """benchmarks/inprocess.py in a fresh process (one torch thread); its JSON result."""
-    command = [sys.executable, str(HERE / "inprocess.py"), "--algo", algo, "--envs", str(envs),
-               "--warmup", str(warmup), "--seconds", str(seconds)]
+    command = [sys.executable, str(HERE / "inprocess.py"), "--algo", run.algo, "--env-id", run.env_id,
+               "--network", run.network, "--envs", str(envs), "--warmup", str(warmup), "--seconds", str(seconds)]
     done = subprocess.run(command, env=CHILD_ENV, capture_output=True, text=True, timeout=warmup + seconds + 120)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited with {done.returncode}:\n{done.stderr[-3000:]}")
@@ -160,16 +208,16 @@ def in_process(envs: int, warmup: float, seconds: float, algo: str) -> dict:
 # --- 2. distributed ------------------------------------------------------------------------------
 
 
-def distributed(workers: int, envs: int, warmup: float, seconds: float, directory: Path, algo: str) -> dict:
+def distributed(workers: int, envs: int, warmup: float, seconds: float, directory: Path, run: Run) -> dict:
     """A fresh server and `workers` worker processes; env frames/s from GetStatus over the window."""
-    server = Server(directory, algo)
+    server = Server(directory, run)
     children: list[Child] = []
     try:
         for index in range(workers):
             children.append(Child(["worker", "--server", server.address, "--envs", str(envs),
-                                   "--name", f"bench-{index}", "--log-level", "WARNING"],
+                                   "--name", f"bench-{index}", *run.worker_flags(), "--log-level", "WARNING"],
                                   directory / f"worker-{index}.log"))
-        deadline = time.monotonic() + 60  # every worker has started pushing (torch imports take a while)
+        deadline = time.monotonic() + 120  # every worker has started pushing (torch imports take a while)
         while True:
             status = server.status()
             if len(status.workers) == workers and all(w.pushes_applied > 0 for w in status.workers):
@@ -177,7 +225,7 @@ def distributed(workers: int, envs: int, warmup: float, seconds: float, director
             for child in (server, *children):
                 child.check_alive()
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{workers} workers did not all start pushing within 60s")
+                raise RuntimeError(f"{workers} workers did not all start pushing within 120s")
             time.sleep(0.1)
         time.sleep(warmup)
         cpu0 = [child.cpu_seconds() for child in (server, *children)]
@@ -226,11 +274,11 @@ def timed(call: Callable[[], object], count: int, warmup: int) -> list[float]:
     return samples
 
 
-def latency(calls: int, directory: Path, algo: str) -> dict:
+def latency(calls: int, directory: Path, run: Run) -> dict:
     """Pull and push round trips against an idle server, through the worker's own GrpcConnection."""
-    server = Server(directory, algo)
+    server = Server(directory, run)
     stop = threading.Event()
-    connection = GrpcConnection(WorkerOptions(server=server.address), stop)
+    connection = GrpcConnection(WorkerOptions(server=server.address, dtype=run.dtype), stop)
     try:
         # Real gradients of the model layout: the Worker's own rollout and loss, at the server's weights.
         worker = Worker(connection, "bench-latency", 1, stop)
@@ -240,6 +288,7 @@ def latency(calls: int, directory: Path, algo: str) -> dict:
             for parameter, weight in zip(worker.model.parameters(), reply.weights):
                 parameter.copy_(weight)
         rollout = worker.actor.rollout(worker.model, worker.method.rollout_steps(worker.config))
+        frames = rollout.steps * worker.actor.frames_per_step  # what the worker reports: T counts frames
         worker.actor.close()
         target_model = worker.target_model
         if target_model is not None:
@@ -253,7 +302,7 @@ def latency(calls: int, directory: Path, algo: str) -> dict:
 
         def push() -> None:
             state["sequence"] += 1
-            answer = connection.push(registered.worker_id, state["version"], state["sequence"], rollout.frames,
+            answer = connection.push(registered.worker_id, state["version"], state["sequence"], frames,
                                      gradients, [])
             state["version"] = answer.version
 
@@ -262,11 +311,12 @@ def latency(calls: int, directory: Path, algo: str) -> dict:
         pushes = timed(push, calls, warm)
         # The client's own share of a push: encoding the gradients and decoding the reply's weights.
         layout = connection.layout
-        message = pb.PushGradientsResponse(parameters=tensors.encode_all(zip((s.name for s in layout), gradients)))
-        encode = timed(lambda: [tensors.encode(s.name, g) for s, g in zip(layout, gradients)], calls, warm)
+        wire = tensors.WIRE_DTYPES[run.dtype]
+        message = pb.PushGradientsResponse(parameters=tensors.encode_all(zip((s.name for s in layout), gradients), wire))
+        encode = timed(lambda: [tensors.encode(s.name, g, wire) for s, g in zip(layout, gradients)], calls, warm)
         decode = timed(lambda: tensors.decode_layout(message.parameters, layout), calls, warm)
         payload = sum(len(t.data) for t in message.parameters)
-        handler_push, handler_pull, apply = server_handlers(algo, gradients, rollout.frames, calls, warm)
+        handler_push, handler_pull, apply = server_handlers(run, gradients, frames, calls, warm)
     finally:
         connection.close()
         server.stop()
@@ -277,11 +327,12 @@ def latency(calls: int, directory: Path, algo: str) -> dict:
         "handler_push_p50": percentile(handler_push, 50), "handler_pull_p50": percentile(handler_pull, 50),
         "apply_p50": percentile(apply, 50),
         "payload_bytes": payload, "parameters": sum(g.numel() for g in gradients), "calls": calls,
+        "architecture": worker.config.model.architecture,
     }
 
 
 def server_handlers(
-    algo: str, gradients: list[torch.Tensor], frames: int, calls: int, warm: int
+    run: Run, gradients: list[torch.Tensor], frames: int, calls: int, warm: int
 ) -> tuple[list[float], list[float], list[float]]:
     """The server's own work per call: the servicer's PushGradients / PullWeights called directly, no gRPC.
 
@@ -290,19 +341,20 @@ def server_handlers(
     the reply's weights (push) or the cached encoded weights (pull). Third: the update rule
     alone (ParameterStore.apply on decoded gradients).
     """
-    servicer = build_servicer(RunConfig(algo=algo, target_return=None, max_frames=int(NO_END)), ServerOptions())
+    servicer = build_servicer(run.config(target_return=None, max_frames=int(NO_END)), ServerOptions())
     worker_id = servicer.RegisterWorker(pb.RegisterWorkerRequest(name="bench-handler", num_envs=1), None).worker_id
-    encoded = [tensors.encode(spec.name, g) for spec, g in zip(servicer.layout, gradients)]
+    wire = tensors.WIRE_DTYPES[run.dtype]
+    encoded = [tensors.encode(spec.name, g, wire) for spec, g in zip(servicer.layout, gradients)]
     state = {"version": 0, "sequence": 0}
 
     def push() -> None:
         state["sequence"] += 1
         request = pb.PushGradientsRequest(worker_id=worker_id, base_version=state["version"],
                                           sequence_number=state["sequence"], frames=frames, gradients=encoded,
-                                          reply_weights_dtype=pb.DTYPE_FLOAT32)
+                                          reply_weights_dtype=wire)
         state["version"] = servicer.PushGradients(request, None).version  # a valid push never touches the context
 
-    pull_request = pb.PullWeightsRequest(worker_id=worker_id, have_version=-1, dtype=pb.DTYPE_FLOAT32)
+    pull_request = pb.PullWeightsRequest(worker_id=worker_id, have_version=-1, dtype=wire)
     pushes = timed(push, calls, warm)
     pulls = timed(lambda: servicer.PullWeights(pull_request, None), calls, warm)
     applies = timed(lambda: servicer.store.apply([g.clone() for g in gradients], frames), calls, warm)
@@ -312,12 +364,16 @@ def server_handlers(
 # --- 5. time to the target -----------------------------------------------------------------------
 
 
-def train_to_target(workers: int, envs: int, max_frames: int, timeout: float, directory: Path, algo: str) -> dict:
-    """`asyncrl train` with the default target (475); the outcome from its final checkpoint."""
+def train_to_target(
+    workers: int, envs: int, max_frames: int, timeout: float, directory: Path, run: Run, target: bool = True
+) -> dict:
+    """`asyncrl train` with the default target (475), or with none (target=False: the whole frame budget);
+    the outcome from its final checkpoint. (`asyncrl train` starts its workers with the default dtype.)"""
     directory.mkdir(parents=True, exist_ok=True)
     run_dir = directory / "run"
-    command = [sys.executable, "-m", "asyncrl", "train", "--algo", algo, "--workers", str(workers), "--envs", str(envs),
-               "--run-dir", str(run_dir), "--max-frames", str(max_frames), "--progress-interval", "1"]
+    command = [sys.executable, "-m", "asyncrl", "train", *run.run_flags(), "--workers", str(workers),
+               "--envs", str(envs), "--run-dir", str(run_dir), "--max-frames", str(max_frames),
+               "--progress-interval", "1", *([] if target else ["--target-return", "none"])]
     log_path = directory / "train.log"
     started = time.perf_counter()
     timed_out = False
@@ -344,17 +400,53 @@ def train_to_target(workers: int, envs: int, max_frames: int, timeout: float, di
     mean = sum(returns) / len(returns) if returns else 0.0
     rows = list(csv.DictReader(open(run_dir / "progress.csv"))) if (run_dir / "progress.csv").exists() else []
     return {
-        "reached": len(returns) == 100 and mean >= 475.0,
+        "reached": target and len(returns) == 100 and mean >= 475.0,
         "training_done": bool(state["training_done"]),
         "frames": int(state["store"]["global_frames"]),
         "updates": int(state["store"]["version"]),
         "mean_return_100": mean,
+        "returns": len(returns),
         "episodes": int(state["episodes_completed"]),
         "wall": wall,  # launcher start to exit: process start-up and shutdown included
         "wall_to_done": float(rows[-1]["wall_seconds"]) if rows else float("nan"),  # launcher's last status poll
         "timed_out": timed_out,
         "exit_code": launcher.returncode,
         "max_frames": max_frames,
+    }
+
+
+# --- 6. bytes moved per update ------------------------------------------------------------------
+
+
+def update_bytes(run: Run, network: str, dtype: str, envs: int) -> dict:
+    """ByteSize() of one PushGradientsRequest and of one PushGradientsResponse carrying the weights.
+
+    Real messages, built as GrpcConnection.push and the servicer build them, from the layout
+    of the network the server would serve for this env (model_spec), with every tensor
+    encoded by asyncrl.common.tensors.encode in the wire dtype. No episodes ride along
+    (a finished episode adds about 20 B); the loss metrics do. gRPC and HTTP/2 framing add
+    a few dozen bytes more.
+    """
+    config = RunConfig(algo=run.algo, env_id=run.env_id, network=network)
+    spec = model_spec(config)
+    torch.manual_seed(config.seed)
+    parameters = [p.detach() for p in build_model(spec).parameters()]
+    wire = tensors.WIRE_DTYPES[dtype]
+    encoded = [tensors.encode(s.name, p, wire) for s, p in zip(spec.layout, parameters)]
+    value_based = METHODS[run.algo].value_based
+    metrics = ({"losses/q_loss": 0.0, "losses/mean_q": 0.0} if value_based
+               else {"losses/policy_loss": 0.0, "losses/value_loss": 0.0, "losses/entropy": 0.0})
+    request = pb.PushGradientsRequest(
+        worker_id=1, base_version=1_000_000, sequence_number=1_000_000,
+        frames=config.t_max * envs * run.frames_per_step, gradients=encoded, reply_weights_dtype=wire,
+        epsilons=[0.1] * envs if value_based else [], metrics=metrics,
+    )
+    reply = pb.PushGradientsResponse(version=1_000_001, global_frames=40_000_000, training_done=False,
+                                     parameters=encoded, target_version=0)
+    return {
+        "network": spec.architecture, "dtype": dtype, "parameters": sum(p.numel() for p in parameters),
+        "request": request.ByteSize(), "reply": reply.ByteSize(),
+        "tensor_data": sum(len(t.data) for t in encoded),
     }
 
 
@@ -401,25 +493,47 @@ def ms(seconds: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="asyncrl benchmark on CartPole-v1 (see the module docstring)")
+    parser = argparse.ArgumentParser(description="asyncrl benchmark on CartPole-v1 or an Atari game "
+                                                 "(see the module docstring)")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each throughput window (default 10)")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds run before each window (default 3)")
     parser.add_argument("--envs", type=int, default=1,
                         help="env copies per worker, in-process and distributed alike (default 1)")
     parser.add_argument("--algo", default="a3c", choices=ALGORITHMS, help="learning method (default a3c)")
+    parser.add_argument("--env-id", default="CartPole-v1",
+                        help="gymnasium env id, e.g. ALE/Pong-v5 (default CartPole-v1)")
+    parser.add_argument("--network", default="auto", choices=NETWORKS,
+                        help="the run's --network: auto, mlp, atari (FF), atari-lstm (default auto)")
+    parser.add_argument("--dtype", default="float32", choices=DTYPE_NAMES,
+                        help="the workers' --dtype for pulled weights and pushed gradients (default float32)")
     parser.add_argument("--compute-envs", default="1,4",
                         help="also measure the in-process baseline at these --envs values, comma-separated "
                              "('' to skip; default 1,4)")
     parser.add_argument("--calls", type=int, default=300, help="timed pulls and pushes each (default 300)")
-    parser.add_argument("--train-workers", type=int, default=2, help="workers for the time-to-475 run (default 2)")
+    parser.add_argument("--train-workers", type=int, default=2,
+                        help="workers for the time-to-475 run and the --score-frames run (default 2)")
     parser.add_argument("--train-max-frames", type=int, default=1_000_000,
                         help="frame budget of the time-to-475 run (default 1,000,000)")
     parser.add_argument("--train-timeout", type=float, default=150.0,
                         help="stop the time-to-475 run (Ctrl-C) after this many seconds (default 150)")
     parser.add_argument("--skip-train", action="store_true", help="leave out the time-to-475 run")
+    parser.add_argument("--score-frames", type=int, default=0,
+                        help="also run `asyncrl train --workers TRAIN_WORKERS --envs ENVS --max-frames N "
+                             "--target-return none` and report the mean return reached (default 0: off)")
+    parser.add_argument("--score-timeout", type=float, default=600.0,
+                        help="stop the --score-frames run (Ctrl-C) after this many seconds (default 600)")
     args = parser.parse_args(argv)
-    if args.envs < 1 or args.seconds <= 0 or args.warmup < 0 or args.calls < 1:
-        parser.error("--envs and --calls must be >= 1, --seconds > 0, --warmup >= 0")
+    if args.envs < 1 or args.seconds <= 0 or args.warmup < 0 or args.calls < 1 or args.score_frames < 0:
+        parser.error("--envs and --calls must be >= 1, --seconds > 0, --warmup >= 0, --score-frames >= 0")
+    if not args.skip_train and args.env_id != "CartPole-v1":
+        parser.error("the time-to-475 run is CartPole-v1's; pass --skip-train (and --score-frames N) for "
+                     f"{args.env_id}")
+    run = Run(args.algo, args.env_id, args.network, args.dtype)
+    try:
+        model_spec(run.config())  # a bad env id or network stops here, before any measurement
+    except ValueError as error:
+        parser.error(str(error))
+    atari = is_atari(run.env_id)
     compute_envs = sorted({int(e) for e in args.compute_envs.split(",") if e.strip()} - {args.envs})
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -429,40 +543,58 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="asyncrl-bench-") as temp:
         work = Path(temp)
         note(f"in-process baseline, envs={E}: {args.warmup:g}s warm-up + {args.seconds:g}s")
-        base = in_process(E, args.warmup, args.seconds, args.algo)
+        base = in_process(E, args.warmup, args.seconds, run)
         compute = {E: base}
         for envs in compute_envs:
             note(f"in-process baseline, envs={envs}")
-            compute[envs] = in_process(envs, args.warmup, args.seconds, args.algo)
+            compute[envs] = in_process(envs, args.warmup, args.seconds, run)
         note(f"distributed: server + 1 worker x {E} envs")
-        one = distributed(1, E, args.warmup, args.seconds, work / "dist1", args.algo)
+        one = distributed(1, E, args.warmup, args.seconds, work / "dist1", run)
         note(f"distributed: server + 2 workers x {E} envs")
-        two = distributed(2, E, args.warmup, args.seconds, work / "dist2", args.algo)
+        two = distributed(2, E, args.warmup, args.seconds, work / "dist2", run)
         note(f"latency: {args.calls} pulls and {args.calls} pushes")
-        lat = latency(args.calls, work / "latency", args.algo)
+        lat = latency(args.calls, work / "latency", run)
         train = None
         if not args.skip_train:
             note(f"asyncrl train --workers {args.train_workers} --envs {E} to mean return 475 "
                  f"(budget {args.train_max_frames:,d} frames, stopped after {args.train_timeout:g}s)")
             train = train_to_target(args.train_workers, E, args.train_max_frames, args.train_timeout, work / "train",
-                                    args.algo)
+                                    run)
+        score = None
+        if args.score_frames:
+            note(f"asyncrl train --workers {args.train_workers} --envs {E} --max-frames {args.score_frames:,d} "
+                 f"--target-return none (stopped after {args.score_timeout:g}s)")
+            score = train_to_target(args.train_workers, E, args.score_frames, args.score_timeout, work / "score",
+                                    run, target=False)
+    sizes = []  # bytes moved per update: the Atari FF network, and the LSTM one when it is the run's
+    if atari:
+        for network in ["atari", *(["atari-lstm"] if run.network == "atari-lstm" else [])]:
+            sizes += [update_bytes(run, network, dtype, E) for dtype in ("float32", "float16")]
 
+    def rate(frames_per_second: float) -> str:
+        """Frames/s, and for Atari agent steps/s first (an agent step is frames_per_step frames)."""
+        if not atari:
+            return f"{frames_per_second:,.0f}"
+        return f"{frames_per_second / run.frames_per_step:,.0f} / {frames_per_second:,.0f}"
+
+    unit = "(agent steps/s / frames/s)" if atari else "(frames/s)"
+    wire_name = SHORT_DTYPE[run.dtype]
     table = Table()
     fps = base["frames_per_second"]
-    table.add(f"in-process baseline, 1 worker x {E} envs (frames/s)",
-              f"{fps:,.0f}  ({base['updates_per_second']:,.0f} updates/s; CPU cores {base['cpu_cores']:.2f}; "
+    table.add(f"in-process baseline, 1 worker x {E} envs {unit}",
+              f"{rate(fps)}  ({base['updates_per_second']:,.0f} updates/s; CPU cores {base['cpu_cores']:.2f}; "
               f"store.apply {base['apply_fraction']:.0%} of the time)")
     for result in (one, two):
         workers_cpu = " + ".join(f"{c:.2f}" for c in result["worker_cores"])
-        table.add(f"distributed, {result['workers']} worker{'s' if result['workers'] > 1 else ''} x {E} envs (frames/s)",
-                  f"{result['frames_per_second']:,.0f}  ({result['updates_per_second']:,.0f} updates/s; CPU cores: "
+        table.add(f"distributed, {result['workers']} worker{'s' if result['workers'] > 1 else ''} x {E} envs {unit}",
+                  f"{rate(result['frames_per_second'])}  ({result['updates_per_second']:,.0f} updates/s; CPU cores: "
                   f"server {result['server_cores']:.2f}, workers {workers_cpu}; {result['rejected']} rejected)")
     table.add("ratio distributed(1 worker) / in-process", f"{one['frames_per_second'] / fps:.2f}  (target >= 0.8)")
     table.add("ratio distributed(2 workers) / (2 x in-process)",
               f"{two['frames_per_second'] / (2 * fps):.2f}  (target >= 0.8)")
     table.add(f"PullWeights(have_version=-1) p50 / p99 (ms), {lat['calls']} calls",
               f"{ms(lat['pull_p50'])} / {ms(lat['pull_p99'])}")
-    table.add(f"PushGradients (fp32, weights in reply) p50 / p99 (ms), {lat['calls']} calls",
+    table.add(f"PushGradients ({wire_name}, weights in reply) p50 / p99 (ms), {lat['calls']} calls",
               f"{ms(lat['push_p50'])} / {ms(lat['push_p99'])}")
     per_cpu = [fps / base["cpu_cores"]] + [
         r["frames_per_second"] / (r["server_cores"] + sum(r["worker_cores"])) for r in (one, two)
@@ -481,9 +613,28 @@ def main(argv: list[str] | None = None) -> int:
             outcome = (f"NOT reached ({why}): {train['frames']:,d} frames in {train['wall']:.0f} s, "
                        f"mean return {train['mean_return_100']:.1f}")
         table.add(f"to mean return 475, asyncrl train --workers {args.train_workers} --envs {E}", outcome)
+    if score is not None:
+        if score["returns"]:
+            outcome = (f"{score['mean_return_100']:.1f} over the last {score['returns']} of {score['episodes']} "
+                       f"episodes")
+        else:
+            outcome = "no episode finished"
+        stopped = f"stopped after {args.score_timeout:g} s; " if score["timed_out"] else ""
+        table.add(f"mean return after {args.score_frames:,d} frames, asyncrl train --workers {args.train_workers} "
+                  f"--envs {E}",
+                  f"{outcome}  ({stopped}{score['frames']:,d} frames, {score['updates']:,d} updates in "
+                  f"{score['wall']:.0f} s, start-up included)")
     for envs in sorted(compute):
-        table.add(f"compute only (in-process), envs={envs} (frames/s)",
-                  f"{compute[envs]['frames_per_second']:,.0f}  ({compute[envs]['updates_per_second']:,.0f} updates/s)")
+        table.add(f"compute only (in-process), envs={envs} {unit}",
+                  f"{rate(compute[envs]['frames_per_second'])}  "
+                  f"({compute[envs]['updates_per_second']:,.0f} updates/s)")
+    for size in sizes:
+        both = size["request"] + size["reply"]
+        at = one["updates_per_second"] if size["dtype"] == run.dtype and size["network"] == lat["architecture"] else None
+        table.add(f"bytes moved per update, {size['network']} ({size['parameters']:,d} params), "
+                  f"{SHORT_DTYPE[size['dtype']]}: PushGradients request / reply with weights",
+                  f"{size['request']:,d} B / {size['reply']:,d} B  ({both / 1e6:.2f} MB per update both ways"
+                  + (f"; {both * at / 1e6:.0f} MB/s at the 1-worker rate)" if at else ")"))
 
     per_update_local = 1e3 / base["updates_per_second"]
     per_update_remote = 1e3 / one["updates_per_second"]
@@ -495,17 +646,29 @@ def main(argv: list[str] | None = None) -> int:
         f"distributed worker {1e3 * one['worker_cores'][0] / one['updates_per_second']:.2f} ms + server "
         f"{1e3 * one['server_cores'] / one['updates_per_second']:.2f} ms",
         f"client side of a push: encode gradients {lat['encode_p50'] * 1e6:.0f} us, decode reply weights "
-        f"{lat['decode_p50'] * 1e6:.0f} us ({lat['parameters']:,d} parameters, {lat['payload_bytes']:,d} B fp32 each way)",
+        f"{lat['decode_p50'] * 1e6:.0f} us ({lat['parameters']:,d} parameters, {lat['payload_bytes']:,d} B "
+        f"{wire_name} each way)",
         f"server side, handlers called directly (no gRPC): PushGradients {ms(lat['handler_push_p50'])} ms p50, "
         f"of which ParameterStore.apply {ms(lat['apply_p50'])} ms; PullWeights {ms(lat['handler_pull_p50'])} ms; "
         f"the rest of a round trip is gRPC (both ends) and the client's encoding",
         f"total benchmark time {time.perf_counter() - started:.0f} s; load average now "
         + " ".join(f"{x:.2f}" for x in os.getloadavg()),
     ]
+    if atari:
+        notes.insert(0, f"an agent step is {run.frames_per_step} emulator frames; frames (the server's T) = "
+                        f"{run.frames_per_step} x agent steps")
+    if score is not None:
+        notes.append("the --score-frames run uses `asyncrl train` defaults (float32 workers, learning rate "
+                     "2e-3 annealed linearly to 0 over its frame budget)")
     if base["cpu_cores"] < 0.9:
         notes.insert(0, f"WARNING: the in-process baseline got {base['cpu_cores']:.2f} of a core (other load on the "
                         "machine): the wall-clock ratios are unreliable; frames per CPU-second is the steadier figure")
-    print("\n".join([f"asyncrl benchmark: {args.algo} on CartPole-v1", *header, "", table.plain(), "", *notes, "",
+    title = f"asyncrl benchmark: {run.algo} on {run.env_id}"
+    if run.network != "auto":
+        title += f", network {run.network}"
+    if run.dtype != "float32":
+        title += f", workers --dtype {run.dtype}"
+    print("\n".join([title, *header, "", table.plain(), "", *notes, "",
                      "markdown:", "", table.markdown()]), flush=True)
     return 0
 

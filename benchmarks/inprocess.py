@@ -28,10 +28,10 @@ from collections.abc import Mapping, Sequence  # noqa: E402
 import torch  # noqa: E402
 
 from asyncrl.common.algorithms import METHODS  # noqa: E402
-from asyncrl.common.config import ALGORITHMS, RunConfig  # noqa: E402
-from asyncrl.common.models import build_model, model_spec  # noqa: E402
+from asyncrl.common.config import ALGORITHMS, NETWORKS, RunConfig  # noqa: E402
+from asyncrl.common.models import build_model  # noqa: E402
 from asyncrl.common.seeding import derive_seed  # noqa: E402
-from asyncrl.common.wire import run_config_message  # noqa: E402
+from asyncrl.common.wire import model_spec, run_config_message  # noqa: E402
 from asyncrl.server.stats import RunStats  # noqa: E402
 from asyncrl.server.store import ParameterStore, Snapshot  # noqa: E402
 from asyncrl.v1 import parameter_server_pb2 as pb  # noqa: E402
@@ -164,11 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--envs", type=int, default=1, help="env copies in the worker (default 1)")
     parser.add_argument("--seconds", type=float, default=10.0, help="measurement window (default 10)")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds run before the window (default 3)")
-    parser.add_argument("--env-id", default="CartPole-v1")
+    parser.add_argument("--env-id", default="CartPole-v1", help="gymnasium env id (default CartPole-v1)")
+    parser.add_argument("--network", default="auto", choices=NETWORKS, help="the run's --network (default auto)")
     parser.add_argument("--algo", default="a3c", choices=ALGORITHMS)
     args = parser.parse_args(argv)
     # The same run the distributed measurement serves: no target, a budget it will not reach.
-    config = RunConfig(algo=args.algo, env_id=args.env_id, target_return=None, max_frames=10**12)
+    config = RunConfig(algo=args.algo, env_id=args.env_id, network=args.network, target_return=None,
+                       max_frames=10**12)
     print(json.dumps(measure(config, args.envs, args.warmup, args.seconds)), flush=True)
     return 0
 

@@ -114,9 +114,6 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
             if request.sequence_number == record.last_sequence and record.last_reply is not None:
                 return record.last_reply  # a retry of a push already applied
             self._validate_push_header(request, record, context)
-            if request.reply_weights_dtype and request.reply_weights_dtype not in tensors.TORCH_DTYPES:
-                self._reject(context, grpc.StatusCode.INVALID_ARGUMENT, "bad_dtype",
-                             f"unsupported reply_weights_dtype {request.reply_weights_dtype}")
             gradients = self._decode_gradients(request, context)
             if self.training_done.is_set():
                 snapshot = self.store.snapshot()
@@ -222,6 +219,8 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
                 f"gradients computed against version {request.base_version} are more than "
                 f"{self.config.max_staleness} updates behind the current version {current}: pull and recompute",
             )
+        if request.reply_weights_dtype and request.reply_weights_dtype not in tensors.TORCH_DTYPES:
+            self._reject(context, invalid, "bad_dtype", f"unsupported reply_weights_dtype {request.reply_weights_dtype}")
         if not all(0.0 <= epsilon <= 1.0 for epsilon in request.epsilons):  # NaN fails too
             self._reject(context, invalid, "bad_epsilon", f"epsilons must be in [0, 1], got {list(request.epsilons)}")
         if len(request.metrics) > MAX_METRICS or not all(
