@@ -10,7 +10,7 @@ BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/.bin/buf
 GENERATED := proto/asyncrl/v1/parameter_server_pb2.py proto/asyncrl/v1/parameter_server_pb2_grpc.py
 
-.PHONY: all install train test proto lint bench clean
+.PHONY: all install train test proto lint bench bench-atari clean
 
 all: test
 
@@ -49,6 +49,14 @@ bench: install
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/bench.py
 	$(PY) benchmarks/time_to_target.py
+
+# The same benchmark on Pong (a few minutes on 2 cores; not part of `make test` or CI): agent steps/s and
+# frames/s in-process and distributed, push/pull latency, bytes per update (fp32, fp16), and the mean
+# return one worker x 4 envs reaches in 20,000 frames.
+bench-atari: install
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) benchmarks/bench.py --env-id ALE/Pong-v5 --envs 4 --skip-train --seconds 20 --warmup 5 \
+		--train-workers 1 --score-frames 20000
 
 clean:
 	rm -rf $(VENV) .tools runs build *.egg-info

@@ -142,6 +142,12 @@ class Worker:
         )
         return False if self.overlap else self._finish_push()
 
+    def abandon_push(self, timeout: float) -> None:
+        """Waits for the thread of a push still in flight (at shutdown: its channel closed, it ends at once)."""
+        if self.in_flight is not None:
+            self.in_flight.join(timeout)
+            self.in_flight = None
+
     def _needs_pull(self) -> bool:
         return self.version < 0 or (self.method.value_based and self.target_version != self.server_target_version)
 
@@ -197,9 +203,12 @@ class _PushInFlight:
         except BaseException as error:  # handed to the worker loop by result()
             self._error = error
 
-    def result(self) -> ServerReply:
+    def join(self, timeout: float | None = None) -> None:
         if self._thread is not None:
-            self._thread.join()
+            self._thread.join(timeout)
+
+    def result(self) -> ServerReply:
+        self.join()
         if self._error is not None:
             raise self._error
         assert self._reply is not None
@@ -220,10 +229,13 @@ def run_worker(options: WorkerOptions) -> int:
         signal.signal(signum, lambda _signum, _frame: stop.set())
     name = options.name or f"{socket.gethostname()}-{os.getpid()}"
     connection = GrpcConnection(options, stop, seed=os.getpid())
+    worker = Worker(connection, name, options.envs, stop, options.algo, overlap=not options.sync)
     try:
-        return Worker(connection, name, options.envs, stop, options.algo, overlap=not options.sync).run()
+        return worker.run()
     except grpc.RpcError as error:  # not transient: a misconfiguration the operator must fix
         log.error("server %s refused this worker: %s: %s", options.server, error.code().name, error.details())
         return 1
     finally:
-        connection.close()
+        stop.set()
+        connection.close()  # cancels a push still in flight...
+        worker.abandon_push(timeout=options.rpc_deadline)  # ...whose thread must end before the interpreter
