@@ -657,6 +657,11 @@ def main(argv: list[str] | None = None) -> int:
     if atari:
         notes.insert(0, f"an agent step is {run.frames_per_step} emulator frames; frames (the server's T) = "
                         f"{run.frames_per_step} x agent steps")
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        if usable < 3:
+            notes.insert(1, f"with {usable} usable cores, 2 workers (about a core each) and the server (about "
+                            f"{1e3 * one['server_cores'] / one['updates_per_second']:.0f} ms of CPU per update) "
+                            f"cannot all run at once: the 2-worker ratio is bounded well below 1 here")
     if score is not None:
         notes.append("the --score-frames run uses `asyncrl train` defaults (float32 workers, learning rate "
                      "2e-3 annealed linearly to 0 over its frame budget)")

@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 
 # One BLAS/OpenMP thread per process, set before torch loads: W workers then use W cores,
 # and forked or spawned children cannot hang on a thread pool they inherit.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+
+def _keep_large_buffers_on_the_heap() -> None:
+    """glibc maps each multi-MB allocation (tensor bytes, protobuf messages, gRPC buffers) afresh and unmaps
+    it when freed, so every 2.7 MB Atari push page-faults ~20 MB back in: ~10 ms of CPU an update, measured.
+    Raising the mmap and trim thresholds keeps such buffers on the heap (up to ~128 MB retained a process)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc
+        return
+    libc.mallopt(-3, 32 * 2**20)  # M_MMAP_THRESHOLD, at glibc's 64-bit maximum
+    libc.mallopt(-1, 128 * 2**20)  # M_TRIM_THRESHOLD
+
+
+_keep_large_buffers_on_the_heap()
+
 import argparse  # noqa: E402
 import logging  # noqa: E402
-import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from asyncrl.common.config import (  # noqa: E402
