@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/time_to_target.py [--seeds 3] [--budget 1000000]
 
-asyncrl: `asyncrl train --algo M --workers 2 --envs 4 --seed S` (a server and 2 worker
-processes, 8 env copies in all), wall time from launch to the end of training (process
+asyncrl: `asyncrl train --algo M --workers 2 --envs E --seed S` (a server and 2 worker
+processes, 2E env copies in all; E = 8 by default), wall time from launch to the end of training (process
 start-up included), frames from the final checkpoint. The value-based methods run with
 I_target = 4,000 frames (CartPole is short) and the paper's exploration: with 30% of the
 env copies settling at epsilon 0.5, their episodes pull the running mean down.
@@ -40,10 +40,10 @@ METHODS = ("a3c", "q1", "sarsa1", "nstep-q")
 CHILD_ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
-def run_asyncrl(algo: str, seed: int, budget: int) -> tuple[int, float, float]:
+def run_asyncrl(algo: str, seed: int, budget: int, envs: int) -> tuple[int, float, float]:
     """(frames, wall seconds, final mean return) of one `asyncrl train` run."""
     with tempfile.TemporaryDirectory(prefix=f"bench-{algo}-") as run_dir:
-        flags = ["--algo", algo, "--seed", str(seed), "--workers", "2", "--envs", "4", "--max-frames", str(budget),
+        flags = ["--algo", algo, "--seed", str(seed), "--workers", "2", "--envs", str(envs), "--max-frames", str(budget),
                  "--target-return", str(TARGET), "--run-dir", run_dir, "--progress-interval", "5"]
         if algo != "a3c":
             flags += ["--target-update-frames", "4000"]
@@ -96,11 +96,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--budget", type=int, default=1_000_000, help="frame budget per run")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated asyncrl methods")
+    parser.add_argument("--envs", type=int, default=8, help="env copies per asyncrl worker (default 8)")
     args = parser.parse_args()
     runs: dict[str, list[tuple[int, float, float]]] = {}
     for name in [*args.methods.split(","), "sb3-a2c"]:
         for seed in range(args.seeds):
-            outcome = run_sb3_a2c(seed, args.budget) if name == "sb3-a2c" else run_asyncrl(name, seed, args.budget)
+            outcome = (run_sb3_a2c(seed, args.budget) if name == "sb3-a2c"
+                       else run_asyncrl(name, seed, args.budget, args.envs))
             runs.setdefault(name, []).append(outcome)
             print(f"{name} seed {seed}: {outcome[0]:,d} frames, {outcome[1]:.1f}s, mean return {outcome[2]:.1f}",
                   file=sys.stderr, flush=True)
@@ -114,7 +116,7 @@ def main() -> None:
         reached = sum(mean >= TARGET for _, _, mean in outcomes)
         frames = statistics.median(f for f, _, _ in outcomes)
         wall = statistics.median(w for _, w, _ in outcomes)
-        label = "stable-baselines3 A2C (8 envs)" if name == "sb3-a2c" else f"asyncrl {name} (2 workers x 4 envs)"
+        label = "stable-baselines3 A2C (8 envs)" if name == "sb3-a2c" else f"asyncrl {name} (2 workers x {args.envs} envs)"
         print(f"| {label} | {frames:,.0f} | {wall:.1f} ({wall / baseline_wall:.2f}x A2C) | {reached}/{len(outcomes)} "
               f"| {statistics.median(m for _, _, m in outcomes):.1f} |")
 

@@ -28,6 +28,7 @@ from asyncrl.v1 import parameter_server_pb2_grpc as pb_grpc
 CSV_FIELDS = ("wall_seconds", "global_frames", "version", "frames_per_second", "updates_per_second",
               "mean_return_100", "episodes_completed", "live_workers")
 _PR_SET_PDEATHSIG = 1
+POLL_SECONDS = 0.2
 
 
 def _die_with_parent() -> None:
@@ -98,27 +99,30 @@ def train(config: RunConfig, options: TrainOptions) -> int:
             stub = pb_grpc.ParameterServerServiceStub(channel)
             writer = csv.DictWriter(csv_file, CSV_FIELDS)
             writer.writeheader()
+            next_report = 0.0
             while server.poll() is None:
+                time.sleep(POLL_SECONDS)  # notice the end of training promptly; report less often
                 try:
                     status = stub.GetStatus(pb.GetStatusRequest(), timeout=5.0)
                 except grpc.RpcError:
-                    time.sleep(0.2)  # shutting down, or briefly busy; poll() decides
-                    continue
-                row = {field: getattr(status, field) for field in CSV_FIELDS if field != "wall_seconds"}
-                writer.writerow({"wall_seconds": round(time.monotonic() - started, 2), **row})
-                csv_file.flush()
-                print(progress_line(status), flush=True)
+                    continue  # shutting down, or briefly busy; poll() decides
+                now = time.monotonic()
+                if now >= next_report or status.training_done:
+                    row = {field: getattr(status, field) for field in CSV_FIELDS if field != "wall_seconds"}
+                    writer.writerow({"wall_seconds": round(now - started, 2), **row})
+                    csv_file.flush()
+                    print(progress_line(status), flush=True)
+                    next_report = now + options.progress_interval
                 if status.training_done:
                     break
-                time.sleep(options.progress_interval)
-        for process in processes:  # the workers exit once told, the server after its linger
-            process.wait(timeout=60)
+        for worker in processes[1:]:  # told that training is over, each exits by itself
+            worker.wait(timeout=60)
     except KeyboardInterrupt:
         interrupted = True
         print("\nasyncrl train: interrupted; stopping the server (final checkpoint) and the workers", flush=True)
     finally:
         _stop(processes[1:])
-        _stop(processes[:1])
+        _stop(processes[:1])  # no need to wait out its linger: every worker has heard; SIGTERM checkpoints
     wall = time.monotonic() - started
     print(_summary(config, checkpoint_dir, csv_path, wall, interrupted), flush=True)
     if csv_path.exists():
