@@ -230,7 +230,7 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
                          f"metrics must be at most {MAX_METRICS} finite values named losses/[a-z0-9_]+, "
                          f"got {dict(request.metrics)}")
         for episode in request.episodes:
-            if not (torch.isfinite(torch.tensor(episode.episode_return)) and episode.length >= 0):
+            if not (math.isfinite(episode.episode_return) and episode.length >= 0):
                 self._reject(context, invalid, "bad_episode", f"episode result {episode} is not finite")
 
     def _decode_gradients(self, request: pb.PushGradientsRequest, context: grpc.ServicerContext) -> list[torch.Tensor]:
