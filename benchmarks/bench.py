@@ -73,7 +73,7 @@ from asyncrl.common.wire import model_spec  # noqa: E402
 from asyncrl.server.app import build_servicer  # noqa: E402
 from asyncrl.v1 import parameter_server_pb2 as pb  # noqa: E402
 from asyncrl.v1 import parameter_server_pb2_grpc as pb_grpc  # noqa: E402
-from asyncrl.worker.client import GrpcConnection  # noqa: E402
+from asyncrl.worker.client import GrpcConnection, Update  # noqa: E402
 from asyncrl.worker.daemon import Worker  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -302,8 +302,7 @@ def latency(calls: int, directory: Path, run: Run) -> dict:
 
         def push() -> None:
             state["sequence"] += 1
-            answer = connection.push(registered.worker_id, state["version"], state["sequence"], frames,
-                                     gradients, [])
+            answer = connection.push(registered.worker_id, Update(state["version"], state["sequence"], frames, gradients))
             state["version"] = answer.version
 
         warm = max(10, calls // 10)

@@ -23,7 +23,6 @@ import json  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Mapping, Sequence  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -35,7 +34,7 @@ from asyncrl.common.wire import model_spec, run_config_message  # noqa: E402
 from asyncrl.server.stats import RunStats  # noqa: E402
 from asyncrl.server.store import ParameterStore, Snapshot  # noqa: E402
 from asyncrl.v1 import parameter_server_pb2 as pb  # noqa: E402
-from asyncrl.worker.client import ServerReply  # noqa: E402
+from asyncrl.worker.client import ServerReply, Update  # noqa: E402
 from asyncrl.worker.daemon import Worker  # noqa: E402
 
 MAX_MESSAGE_BYTES = 64 * 2**20  # ServerOptions.max_message_mb's default; only advertised, never enforced here
@@ -82,25 +81,15 @@ class InProcessConnection:
             target_weights = list(target.parameters)
         return self._reply(snapshot, weights, target_weights)
 
-    def push(
-        self,
-        worker_id: int,
-        base_version: int,
-        sequence_number: int,
-        frames: int,
-        gradients: Sequence[torch.Tensor],
-        episodes: Sequence[tuple[float, int]],
-        epsilons: Sequence[float] = (),
-        metrics: Mapping[str, float] | None = None,
-    ) -> ServerReply:
+    def push(self, worker_id: int, update: Update) -> ServerReply:
         """Applies the gradients as the servicer does; epsilons and loss metrics are only reported, so dropped."""
         started = time.perf_counter()
         if self.training_done:
             snapshot = self.store.snapshot()
         else:
-            snapshot = self.store.apply(gradients, frames)
+            snapshot = self.store.apply(update.gradients, update.frames)
             self.stats.record_update()
-            self.stats.record_episodes([episode_return for episode_return, _ in episodes])
+            self.stats.record_episodes([episode_return for episode_return, _ in update.episodes])
             self._check_training_done(snapshot.global_frames)
         reply = self._reply(snapshot, None if self.training_done else list(snapshot.parameters), None)
         self.push_seconds += time.perf_counter() - started

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
@@ -53,6 +53,19 @@ class ServerReply:
     target_weights: list[torch.Tensor] | None = None
 
 
+@dataclass(frozen=True)
+class Update:
+    """One push: gradients of the loss computed against base_version, and what the worker reports with them."""
+
+    base_version: int
+    sequence_number: int
+    frames: int
+    gradients: Sequence[torch.Tensor]
+    episodes: Sequence[tuple[float, int]] = ()
+    epsilons: Sequence[float] = ()
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+
 class Connection(Protocol):
     """What the worker loop needs from a parameter server, over gRPC or (in benchmarks) in-process."""
 
@@ -60,17 +73,7 @@ class Connection(Protocol):
 
     def pull(self, worker_id: int, have_version: int, have_target_version: int = -1) -> ServerReply: ...
 
-    def push(
-        self,
-        worker_id: int,
-        base_version: int,
-        sequence_number: int,
-        frames: int,
-        gradients: Sequence[torch.Tensor],
-        episodes: Sequence[tuple[float, int]],
-        epsilons: Sequence[float] = (),
-        metrics: Mapping[str, float] | None = None,
-    ) -> ServerReply:
+    def push(self, worker_id: int, update: Update) -> ServerReply:
         """Applies the gradients; the reply carries the parameters after this update."""
         ...
 
@@ -112,27 +115,17 @@ class GrpcConnection:
         )
         return self._server_reply(self._call(self.stub.PullWeights, request))
 
-    def push(
-        self,
-        worker_id: int,
-        base_version: int,
-        sequence_number: int,
-        frames: int,
-        gradients: Sequence[torch.Tensor],
-        episodes: Sequence[tuple[float, int]],
-        epsilons: Sequence[float] = (),
-        metrics: Mapping[str, float] | None = None,
-    ) -> ServerReply:
+    def push(self, worker_id: int, update: Update) -> ServerReply:
         request = pb.PushGradientsRequest(
             worker_id=worker_id,
-            base_version=base_version,
-            sequence_number=sequence_number,
-            frames=frames,
-            gradients=[tensors.encode(spec.name, g, self.dtype) for spec, g in zip(self.layout, gradients)],
-            episodes=[pb.EpisodeResult(episode_return=r, length=n) for r, n in episodes],
+            base_version=update.base_version,
+            sequence_number=update.sequence_number,
+            frames=update.frames,
+            gradients=[tensors.encode(spec.name, g, self.dtype) for spec, g in zip(self.layout, update.gradients)],
+            episodes=[pb.EpisodeResult(episode_return=r, length=n) for r, n in update.episodes],
             reply_weights_dtype=self.dtype,
-            epsilons=epsilons,
-            metrics=metrics or {},
+            epsilons=update.epsilons,
+            metrics=update.metrics,
         )
         return self._server_reply(self._call(self.stub.PushGradients, request))
 

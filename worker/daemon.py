@@ -21,7 +21,9 @@ from asyncrl.common.seeding import derive_seed
 from asyncrl.v1 import parameter_server_pb2 as pb
 from asyncrl.worker.actor import Actor
 from asyncrl.worker.policies import EpsilonGreedyPolicy, SoftmaxPolicy, draw_final_epsilon
-from asyncrl.worker.client import Connection, GrpcConnection, ServerReply, StaleGradients, Stopped, UnknownWorker
+from asyncrl.worker.client import (
+    Connection, GrpcConnection, ServerReply, StaleGradients, Stopped, UnknownWorker, Update,
+)
 
 log = logging.getLogger(__name__)
 
@@ -131,10 +133,9 @@ class Worker:
         self.sequence_number += 1
         episodes, self.pending_episodes = self.pending_episodes, []
         epsilons = self.policy.epsilons.tolist() if isinstance(self.policy, EpsilonGreedyPolicy) else []
-        send = functools.partial(
-            self.connection.push, self.worker_id, base_version, self.sequence_number,
-            rollout.steps * self.actor.frames_per_step, gradients, episodes, epsilons, loss.metrics(),
-        )
+        update = Update(base_version, self.sequence_number, rollout.steps * self.actor.frames_per_step, gradients,
+                        episodes, epsilons, loss.metrics())
+        send = functools.partial(self.connection.push, self.worker_id, update)
         self.in_flight = _PushInFlight(
             send,
             episodes,
