@@ -26,7 +26,7 @@ agent steps/s and as frames/s (an agent step is 4 emulator frames; the server's 
 every frames figure, counts frames), the time-to-475 run is CartPole's and needs
 --skip-train, and a section gives the bytes moved per update: the ByteSize() of one
 PushGradientsRequest and of one PushGradientsResponse carrying the weights, built with
-asyncrl.common.tensors.encode from the model's layout, in float32 and float16, for the FF
+asyncrl.common.tensors.FlatLayout.encode from the model's layout, in float32 and float16, for the FF
 network (and the LSTM one with --network atari-lstm). --score-frames N adds a short
 `asyncrl train --max-frames N --target-return none` run and reports the mean return it reached.
 
@@ -281,20 +281,17 @@ def latency(calls: int, directory: Path, run: Run) -> dict:
     connection = GrpcConnection(WorkerOptions(server=server.address, dtype=run.dtype), stop)
     try:
         # Real gradients of the model layout: the Worker's own rollout and loss, at the server's weights.
-        worker = Worker(connection, "bench-latency", 1, stop)
+        worker = Worker(connection, "bench-latency", 1, stop, overlap=False)
         registered = worker.register()
         reply = connection.pull(registered.worker_id, -1)
-        with torch.no_grad():
-            for parameter, weight in zip(worker.model.parameters(), reply.weights):
-                parameter.copy_(weight)
+        worker.weights.copy_(reply.weights)
         rollout = worker.actor.rollout(worker.model, worker.method.rollout_steps(worker.config))
         frames = rollout.steps * worker.actor.frames_per_step  # what the worker reports: T counts frames
         worker.actor.close()
-        target_model = worker.target_model
-        if target_model is not None:
-            target_model.load_state_dict(worker.model.state_dict())
-        worker.method.loss(worker.model, target_model, rollout, worker.config).total.backward()
-        gradients = [p.grad.detach().clone() for p in worker.model.parameters()]
+        if worker.target_model is not None:
+            worker.target_weights.copy_(worker.weights)
+        worker.method.loss(worker.model, worker.target_model, rollout, worker.config).total.backward()
+        gradients = worker.gradients.clone()
         state = {"version": reply.version, "sequence": 0}
 
         def pull() -> None:
@@ -302,7 +299,8 @@ def latency(calls: int, directory: Path, run: Run) -> dict:
 
         def push() -> None:
             state["sequence"] += 1
-            answer = connection.push(registered.worker_id, Update(state["version"], state["sequence"], frames, gradients))
+            update = Update(state["version"], state["sequence"], frames, gradients)
+            answer = connection.start_push(registered.worker_id, update).result()
             state["version"] = answer.version
 
         warm = max(10, calls // 10)
@@ -311,9 +309,9 @@ def latency(calls: int, directory: Path, run: Run) -> dict:
         # The client's own share of a push: encoding the gradients and decoding the reply's weights.
         layout = connection.layout
         wire = tensors.WIRE_DTYPES[run.dtype]
-        message = pb.PushGradientsResponse(parameters=tensors.encode_all(zip((s.name for s in layout), gradients), wire))
-        encode = timed(lambda: [tensors.encode(s.name, g, wire) for s, g in zip(layout, gradients)], calls, warm)
-        decode = timed(lambda: tensors.decode_layout(message.parameters, layout), calls, warm)
+        message = pb.PushGradientsResponse(parameters=layout.encode(gradients, wire))
+        encode = timed(lambda: layout.encode(gradients, wire), calls, warm)
+        decode = timed(lambda: layout.decode(message.parameters), calls, warm)
         payload = sum(len(t.data) for t in message.parameters)
         handler_push, handler_pull, apply = server_handlers(run, gradients, frames, calls, warm)
     finally:
@@ -325,13 +323,13 @@ def latency(calls: int, directory: Path, run: Run) -> dict:
         "encode_p50": percentile(encode, 50), "decode_p50": percentile(decode, 50),
         "handler_push_p50": percentile(handler_push, 50), "handler_pull_p50": percentile(handler_pull, 50),
         "apply_p50": percentile(apply, 50),
-        "payload_bytes": payload, "parameters": sum(g.numel() for g in gradients), "calls": calls,
+        "payload_bytes": payload, "parameters": gradients.numel(), "calls": calls,
         "architecture": worker.config.model.architecture,
     }
 
 
 def server_handlers(
-    run: Run, gradients: list[torch.Tensor], frames: int, calls: int, warm: int
+    run: Run, gradients: torch.Tensor, frames: int, calls: int, warm: int
 ) -> tuple[list[float], list[float], list[float]]:
     """The server's own work per call: the servicer's PushGradients / PullWeights called directly, no gRPC.
 
@@ -343,7 +341,7 @@ def server_handlers(
     servicer = build_servicer(run.config(target_return=None, max_frames=int(NO_END)), ServerOptions())
     worker_id = servicer.RegisterWorker(pb.RegisterWorkerRequest(name="bench-handler", num_envs=1), None).worker_id
     wire = tensors.WIRE_DTYPES[run.dtype]
-    encoded = [tensors.encode(spec.name, g, wire) for spec, g in zip(servicer.layout, gradients)]
+    encoded = servicer.store.layout.encode(gradients, wire)
     state = {"version": 0, "sequence": 0}
 
     def push() -> None:
@@ -356,7 +354,7 @@ def server_handlers(
     pull_request = pb.PullWeightsRequest(worker_id=worker_id, have_version=-1, dtype=wire)
     pushes = timed(push, calls, warm)
     pulls = timed(lambda: servicer.PullWeights(pull_request, None), calls, warm)
-    applies = timed(lambda: servicer.store.apply([g.clone() for g in gradients], frames), calls, warm)
+    applies = timed(lambda: servicer.store.apply(gradients.clone(), frames), calls, warm)
     return pushes, pulls, applies
 
 
@@ -422,16 +420,15 @@ def update_bytes(run: Run, network: str, dtype: str, envs: int) -> dict:
 
     Real messages, built as GrpcConnection.push and the servicer build them, from the layout
     of the network the server would serve for this env (model_spec), with every tensor
-    encoded by asyncrl.common.tensors.encode in the wire dtype. No episodes ride along
+    encoded by asyncrl.common.tensors.FlatLayout.encode in the wire dtype. No episodes ride along
     (a finished episode adds about 20 B); the loss metrics do. gRPC and HTTP/2 framing add
     a few dozen bytes more.
     """
     config = RunConfig(algo=run.algo, env_id=run.env_id, network=network)
     spec = model_spec(config)
     torch.manual_seed(config.seed)
-    parameters = [p.detach() for p in build_model(spec).parameters()]
-    wire = tensors.WIRE_DTYPES[dtype]
-    encoded = [tensors.encode(s.name, p, wire) for s, p in zip(spec.layout, parameters)]
+    layout = tensors.FlatLayout(spec.layout)
+    encoded = layout.encode(layout.flatten(build_model(spec).parameters()), tensors.WIRE_DTYPES[dtype])
     value_based = METHODS[run.algo].value_based
     metrics = ({"losses/q_loss": 0.0, "losses/mean_q": 0.0} if value_based
                else {"losses/policy_loss": 0.0, "losses/value_loss": 0.0, "losses/entropy": 0.0})
@@ -443,7 +440,7 @@ def update_bytes(run: Run, network: str, dtype: str, envs: int) -> dict:
     reply = pb.PushGradientsResponse(version=1_000_001, global_frames=40_000_000, training_done=False,
                                      parameters=encoded, target_version=0)
     return {
-        "network": spec.architecture, "dtype": dtype, "parameters": sum(p.numel() for p in parameters),
+        "network": spec.architecture, "dtype": dtype, "parameters": layout.total,
         "request": request.ByteSize(), "reply": reply.ByteSize(),
         "tensor_data": sum(len(t.data) for t in encoded),
     }

@@ -30,11 +30,12 @@ from asyncrl.common.algorithms import METHODS  # noqa: E402
 from asyncrl.common.config import ALGORITHMS, NETWORKS, RunConfig  # noqa: E402
 from asyncrl.common.models import build_model  # noqa: E402
 from asyncrl.common.seeding import derive_seed  # noqa: E402
+from asyncrl.common.tensors import FlatLayout  # noqa: E402
 from asyncrl.common.wire import model_spec, run_config_message  # noqa: E402
 from asyncrl.server.stats import RunStats  # noqa: E402
 from asyncrl.server.store import ParameterStore, Snapshot  # noqa: E402
 from asyncrl.v1 import parameter_server_pb2 as pb  # noqa: E402
-from asyncrl.worker.client import ServerReply, Update  # noqa: E402
+from asyncrl.worker.client import AnsweredPush, ServerReply, Update  # noqa: E402
 from asyncrl.worker.daemon import Worker  # noqa: E402
 
 MAX_MESSAGE_BYTES = 64 * 2**20  # ServerOptions.max_message_mb's default; only advertised, never enforced here
@@ -43,9 +44,9 @@ MAX_MESSAGE_BYTES = 64 * 2**20  # ServerOptions.max_message_mb's default; only a
 class InProcessConnection:
     """A Connection straight onto a ParameterStore: the server's semantics for one well-behaved worker, minus the wire.
 
-    Weights are handed over as the store's snapshot tensors (never mutated, so no copy is
-    needed) and gradients as the worker's own .grad tensors (the worker zeroes them before
-    its next backward pass, so the store clipping them in place is harmless). Validation
+    Weights are handed over as the store's flat snapshot vectors (never mutated, so no copy
+    is needed) and gradients as the worker's own flat vector (which it zeroes before its
+    next backward pass, so the store clipping it in place is harmless). Validation
     (staleness, sequence numbers, finiteness) is left out: one in-process worker is never
     stale and never sends garbage.
     """
@@ -54,8 +55,9 @@ class InProcessConnection:
         self.config = config
         spec = model_spec(config)
         torch.manual_seed(config.seed)  # the same initial weights as build_servicer
-        names, parameters = zip(*build_model(spec).named_parameters())
-        self.store = ParameterStore(names, parameters, config, has_target=METHODS[config.algo].value_based)
+        layout = FlatLayout(spec.layout)
+        self.store = ParameterStore(layout, layout.flatten(build_model(spec).parameters()), config,
+                                    has_target=METHODS[config.algo].value_based)
         self.stats = RunStats()
         self.config_message = run_config_message(config, spec, MAX_MESSAGE_BYTES)
         self.training_done = False
@@ -75,14 +77,14 @@ class InProcessConnection:
 
     def pull(self, worker_id: int, have_version: int, have_target_version: int = -1) -> ServerReply:
         snapshot, target = self.store.snapshot(), self.store.target()
-        weights = None if have_version == snapshot.version else list(snapshot.parameters)
+        weights = None if have_version == snapshot.version else snapshot.parameters
         target_weights = None
         if target is not None and have_target_version != target.version:
-            target_weights = list(target.parameters)
+            target_weights = target.parameters
         return self._reply(snapshot, weights, target_weights)
 
-    def push(self, worker_id: int, update: Update) -> ServerReply:
-        """Applies the gradients as the servicer does; epsilons and loss metrics are only reported, so dropped."""
+    def start_push(self, worker_id: int, update: Update) -> AnsweredPush:
+        """Applies the gradients now, as the servicer does; epsilons and loss metrics are only reported, so dropped."""
         started = time.perf_counter()
         if self.training_done:
             snapshot = self.store.snapshot()
@@ -91,12 +93,12 @@ class InProcessConnection:
             self.stats.record_update()
             self.stats.record_episodes([episode_return for episode_return, _ in update.episodes])
             self._check_training_done(snapshot.global_frames)
-        reply = self._reply(snapshot, None if self.training_done else list(snapshot.parameters), None)
+        reply = self._reply(snapshot, None if self.training_done else snapshot.parameters, None)
         self.push_seconds += time.perf_counter() - started
-        return reply
+        return AnsweredPush(reply)
 
     def _reply(
-        self, snapshot: Snapshot, weights: list[torch.Tensor] | None, target_weights: list[torch.Tensor] | None
+        self, snapshot: Snapshot, weights: torch.Tensor | None, target_weights: torch.Tensor | None
     ) -> ServerReply:
         target = self.store.target()
         return ServerReply(snapshot.version, snapshot.global_frames, self.training_done, weights,

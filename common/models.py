@@ -152,3 +152,22 @@ def build_model(spec: pb.ModelSpec) -> nn.Module:
     if spec.architecture not in ARCHITECTURES:
         raise ValueError(f"unknown model architecture {spec.architecture!r}")
     return ARCHITECTURES[spec.architecture](spec)
+
+
+def flatten_parameters(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Re-homes the model's parameters, and their gradients, in two flat vectors that they become views of.
+
+    Both vectors follow model.parameters() order, which is the wire layout's (FlatLayout), so
+    loading pulled weights is one copy_ into the first, and after backward() the second holds
+    the whole gradient: autograd accumulates into an existing .grad in place.
+    """
+    parameters = list(model.parameters())
+    weights = torch.cat([p.detach().reshape(-1) for p in parameters])
+    gradients = torch.zeros_like(weights)
+    offset = 0
+    for parameter in parameters:
+        end = offset + parameter.numel()
+        parameter.data = weights[offset:end].view_as(parameter)
+        parameter.grad = gradients[offset:end].view_as(parameter)
+        offset = end
+    return weights, gradients

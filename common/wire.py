@@ -6,7 +6,7 @@ from asyncrl.common.algorithms import METHODS
 from asyncrl.common.config import ConfigError, RunConfig
 from asyncrl.common.envs import env_dimensions, is_atari
 from asyncrl.common.models import build_model
-from asyncrl.common.tensors import layout_of
+from asyncrl.common.tensors import FlatLayout
 from asyncrl.v1 import parameter_server_pb2 as pb
 
 # RunConfig fields a worker needs, sent as-is in the RunConfig message (same names).
@@ -44,5 +44,5 @@ def model_spec(config: RunConfig) -> pb.ModelSpec:
         num_actions=num_actions,
         hidden_sizes=list(config.hidden_sizes),
     )
-    spec.layout.extend(layout_of(build_model(spec).named_parameters()))
+    spec.layout.extend(FlatLayout.of(build_model(spec).named_parameters()).specs)
     return spec

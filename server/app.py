@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from asyncrl.common.config import RunConfig, ServerOptions
 from asyncrl.common.models import build_model
+from asyncrl.common.tensors import FlatLayout
 from asyncrl.common.wire import model_spec, run_config_message
 from asyncrl.common import checkpoint
 from asyncrl.common.algorithms import METHODS
@@ -57,8 +58,8 @@ def build_servicer(
     spec = model_spec(config)
     torch.manual_seed(config.seed)  # the initial weights; everything after comes from pushes
     model = build_model(spec)
-    names, parameters = zip(*model.named_parameters())
-    store = ParameterStore(names, parameters, config, has_target=METHODS[config.algo].value_based)
+    layout = FlatLayout(spec.layout)
+    store = ParameterStore(layout, layout.flatten(model.parameters()), config, has_target=METHODS[config.algo].value_based)
     stats = RunStats()
     if restored is not None:
         store.load_state_dict(state["store"])

@@ -44,7 +44,6 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
     ) -> None:
         self.config = config
         self.config_message = config_message
-        self.layout = list(config_message.model.layout)
         self.store = store
         self.registry = registry
         self.stats = stats
@@ -169,7 +168,7 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
         with self._encode_lock:
             encoded = self._encoded.get(key)
             if encoded is None:
-                encoded = tensors.encode_all(zip(self.store.names, snapshot.parameters), dtype)
+                encoded = self.store.layout.encode(snapshot.parameters, dtype)
                 target = self.store.target()
                 wanted = {snapshot.version, self.store.version, target.version if target is not None else -1}
                 self._encoded = {k: v for k, v in self._encoded.items() if k[0] in wanted}
@@ -233,18 +232,21 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
             if not (math.isfinite(episode.episode_return) and episode.length >= 0):
                 self._reject(context, invalid, "bad_episode", f"episode result {episode} is not finite")
 
-    def _decode_gradients(self, request: pb.PushGradientsRequest, context: grpc.ServicerContext) -> list[torch.Tensor]:
+    def _decode_gradients(self, request: pb.PushGradientsRequest, context: grpc.ServicerContext) -> torch.Tensor:
+        """The push's gradients as one flat float32 vector in the layout, or the push is refused."""
+        layout = self.store.layout
         try:
-            gradients = tensors.decode_layout(request.gradients, self.layout, "gradients")
+            gradient = layout.decode(request.gradients, "gradients")
         except tensors.TensorFormatError as error:
             self._reject(context, grpc.StatusCode.INVALID_ARGUMENT, "bad_layout", str(error))
             raise  # unreachable: abort raises
-        for name, gradient in zip(self.store.names, gradients):
-            if not torch.isfinite(gradient).all():
-                self._reject(
-                    context, grpc.StatusCode.INVALID_ARGUMENT, "not_finite", f"gradient {name!r} contains NaN or Inf"
-                )
-        return gradients
+        finite = torch.isfinite(gradient)
+        if not finite.all():
+            name = layout.locate(int(torch.argmin(finite.to(torch.uint8))))
+            self._reject(
+                context, grpc.StatusCode.INVALID_ARGUMENT, "not_finite", f"gradient {name!r} contains NaN or Inf"
+            )
+        return gradient
 
     def _check_training_done(self, global_frames: int) -> None:
         target = self.config.target_return

@@ -12,38 +12,42 @@ where lr(T) = lr_0 * (1 - T / max_frames) anneals linearly to 0 over the frame b
 one and T by the frames the push reports. For the value-based methods, the update whose
 frames carry T across a multiple of I_target also copies the parameters to the target
 network.
+
+theta, g and each gradient are flat float32 vectors in the model's wire layout
+(asyncrl.common.tensors.FlatLayout), so an update is a handful of whole-vector
+operations however many tensors the model has.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from asyncrl.common.config import RunConfig
+from asyncrl.common.tensors import FlatLayout
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """A consistent view of the parameters: the tensors of one version, never modified afterwards."""
+    """A consistent view of the parameters: the flat vector of one version, never modified afterwards."""
 
     version: int
     global_frames: int
-    parameters: tuple[torch.Tensor, ...]
+    parameters: torch.Tensor
 
 
 class ParameterStore:
     """Parameters, optimizer state, version and T. Nothing else in asyncrl changes parameters."""
 
-    def __init__(
-        self, names: Sequence[str], parameters: Sequence[torch.Tensor], config: RunConfig, has_target: bool
-    ) -> None:
-        self.names = tuple(names)
+    def __init__(self, layout: FlatLayout, parameters: torch.Tensor, config: RunConfig, has_target: bool) -> None:
+        if parameters.shape != (layout.total,):
+            raise ValueError(f"parameters of shape {list(parameters.shape)} for a layout of {layout.total} elements")
+        self.layout = layout
         self.config = config
-        self._snapshot = Snapshot(0, 0, tuple(p.detach().to(torch.float32).clone() for p in parameters))
-        self.square_avg = [torch.zeros_like(p) for p in self._snapshot.parameters]
+        self._snapshot = Snapshot(0, 0, parameters.detach().to(torch.float32).clone())
+        self.square_avg = torch.zeros(layout.total)
         # The target network is a past snapshot: (the version it was copied from, its tensors).
         self.has_target = has_target
         self._target = self._snapshot if has_target else None
@@ -71,50 +75,54 @@ class ParameterStore:
         remaining = max(0.0, 1.0 - self.global_frames / self.config.max_frames)
         return self.config.learning_rate * remaining
 
-    def apply(self, gradients: Sequence[torch.Tensor], frames: int) -> Snapshot:
-        """Applies one worker's gradients; returns the snapshot this update made (its version and T).
+    def apply(self, gradient: torch.Tensor, frames: int) -> Snapshot:
+        """Applies one worker's flat gradient (clipping it in place); returns the snapshot this update made.
 
-        The gradients must already be validated (layout, finiteness): this never refuses.
+        The gradient must already be validated (layout, finiteness): this never refuses.
         """
         with self._lock:
-            grads = list(gradients)
-            if self.config.max_grad_norm > 0:
-                torch.nn.utils.clip_grads_with_norm_(
-                    grads, self.config.max_grad_norm, torch.nn.utils.get_total_norm(grads)
-                )
+            if self.config.max_grad_norm > 0:  # as torch.nn.utils.clip_grad_norm_ does it
+                norm = float(torch.linalg.vector_norm(gradient))
+                scale = self.config.max_grad_norm / (norm + 1e-6)
+                if scale < 1.0:
+                    gradient.mul_(scale)
             lr, decay, eps = self.learning_rate(), self.config.rmsprop_decay, self.config.rmsprop_eps
-            updated = []
-            for theta, grad, square_avg in zip(self._snapshot.parameters, grads, self.square_avg):
-                square_avg.mul_(decay).addcmul_(grad, grad, value=1 - decay)
-                updated.append(theta - lr * grad / (square_avg + eps).sqrt())
+            self.square_avg.mul_(decay).addcmul_(gradient, gradient, value=1 - decay)
+            updated = torch.addcdiv(self._snapshot.parameters, gradient, self.square_avg.add(eps).sqrt_(), value=-lr)
             before = self.global_frames
-            self._snapshot = Snapshot(self.version + 1, before + frames, tuple(updated))
+            self._snapshot = Snapshot(self.version + 1, before + frames, updated)
             interval = self.config.target_update_frames
             if self.has_target and self._snapshot.global_frames // interval > before // interval:
                 self._target = self._snapshot
             return self._snapshot
 
     def state_dict(self) -> dict:
-        """Everything needed to resume: parameters, optimizer statistics, version and T."""
+        """Everything needed to resume: parameters, optimizer statistics, version and T, by tensor name."""
         with self._lock:
             return {
-                "parameters": dict(zip(self.names, self._snapshot.parameters)),
-                "square_avg": dict(zip(self.names, (s.clone() for s in self.square_avg))),
+                "parameters": self._named(self._snapshot.parameters),
+                "square_avg": self._named(self.square_avg.clone()),
                 "version": self._snapshot.version,
                 "global_frames": self.global_frames,
                 "target": None if self._target is None else {
                     "version": self._target.version,
                     "global_frames": self._target.global_frames,
-                    "parameters": dict(zip(self.names, self._target.parameters)),
+                    "parameters": self._named(self._target.parameters),
                 },
             }
 
     def load_state_dict(self, state: dict) -> None:
         with self._lock:
-            parameters = tuple(state["parameters"][n].clone() for n in self.names)
+            parameters = self._flat(state["parameters"])
             self._snapshot = Snapshot(int(state["version"]), int(state["global_frames"]), parameters)
-            self.square_avg = [state["square_avg"][n].clone() for n in self.names]
+            self.square_avg = self._flat(state["square_avg"])
             target = state["target"]
             if self.has_target and target is not None:
-                tensors = tuple(target["parameters"][n].clone() for n in self.names)
-                self._target = Snapshot(int(target["version"]), int(target["global_frames"]), tensors)
+                self._target = Snapshot(int(target["version"]), int(target["global_frames"]),
+                                        self._flat(target["parameters"]))
+
+    def _named(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        return dict(zip(self.layout.names, self.layout.split(flat)))
+
+    def _flat(self, named: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.layout.flatten(named[name] for name in self.layout.names)

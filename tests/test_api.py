@@ -41,7 +41,7 @@ class Worker:
 
     def gradients(self, dtype: int = pb.DTYPE_FLOAT32) -> list[pb.Tensor]:
         named = [(s.name, 0.1 * torch.randn(tuple(s.shape), generator=self._generator)) for s in self.layout]
-        return tensors.encode_all(named, dtype)
+        return [tensors.encode(name, tensor, dtype) for name, tensor in named]
 
     def request(self, frames: int, base_version: int | None = None, **fields) -> pb.PushGradientsRequest:
         if base_version is None:

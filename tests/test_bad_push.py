@@ -54,7 +54,7 @@ class Pair:
     def gradients(self, step: int, dtype: int = pb.DTYPE_FLOAT32) -> list[pb.Tensor]:
         generator = torch.Generator().manual_seed(step)
         named = [(s.name, 0.5 * torch.randn(tuple(s.shape), generator=generator)) for s in self.a.layout]
-        return tensors.encode_all(named, dtype)
+        return [tensors.encode(name, tensor, dtype) for name, tensor in named]
 
     def good_push(self, base_back: int = 0) -> pb.PushGradientsResponse:
         """Applies the same push (gradients, frames, base version) to both servers; returns A's reply."""
@@ -126,7 +126,7 @@ def _non_finite(value: float, dtype: int) -> Callable[[Context, Pair], pb.PushGr
         named = [(s.name, 0.5 * torch.randn(tuple(s.shape), generator=generator)) for s in pair.a.layout]
         name, tensor = named[0]
         tensor.view(-1)[tensor.numel() // 2] = value  # one bad element in the middle of the first weight matrix
-        return ctx.request(gradients=tensors.encode_all(named, dtype))
+        return ctx.request(gradients=[tensors.encode(name, tensor, dtype) for name, tensor in named])
     return build
 
 

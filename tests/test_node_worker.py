@@ -106,8 +106,8 @@ def start_node(node: str, tmp_path: Path):
 
 def weights(server: ServerProcess, worker_id: int) -> list[torch.Tensor]:
     reply = pull(server.stub, worker_id)
-    layout = server.stub.GetConfig(pb.GetConfigRequest(), timeout=10).config.model.layout
-    return tensors.decode_layout(reply.parameters, layout, "weights")
+    layout = tensors.FlatLayout(server.stub.GetConfig(pb.GetConfigRequest(), timeout=10).config.model.layout)
+    return layout.split(layout.decode(reply.parameters, "weights"))
 
 
 def wait_for(predicate, what: str, timeout: float, processes=()):

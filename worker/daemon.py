@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
-from collections.abc import Callable
 import signal
 import socket
 import threading
+from dataclasses import dataclass
 
 import grpc
 import numpy as np
@@ -16,13 +15,13 @@ import torch
 
 from asyncrl.common.algorithms import METHODS, METHODS_BY_WIRE
 from asyncrl.common.config import WorkerOptions
-from asyncrl.common.models import build_model
+from asyncrl.common.models import build_model, flatten_parameters
 from asyncrl.common.seeding import derive_seed
 from asyncrl.v1 import parameter_server_pb2 as pb
 from asyncrl.worker.actor import Actor
 from asyncrl.worker.policies import EpsilonGreedyPolicy, SoftmaxPolicy, draw_final_epsilon
 from asyncrl.worker.client import (
-    Connection, GrpcConnection, ServerReply, StaleGradients, Stopped, UnknownWorker, Update,
+    Connection, GrpcConnection, PendingPush, ServerReply, StaleGradients, Stopped, UnknownWorker, Update,
 )
 
 log = logging.getLogger(__name__)
@@ -43,6 +42,8 @@ class Worker:
         self.actor: Actor | None = None
         self.model: torch.nn.Module | None = None
         self.target_model: torch.nn.Module | None = None
+        # The models' parameters (and the online model's gradients) live in flat vectors in the wire layout.
+        self.weights = self.gradients = self.target_weights = torch.empty(0)
         self.policy: EpsilonGreedyPolicy | SoftmaxPolicy | None = None
         self.pending_episodes: list[tuple[float, int]] = []
         self.pushes = 0
@@ -69,10 +70,16 @@ class Worker:
     def _build(self, seed: int) -> None:
         torch.manual_seed(seed)
         self.model = build_model(self.config.model)
+        names = [name for name, _ in self.model.named_parameters()]
+        if names != [spec.name for spec in self.config.model.layout]:
+            raise RuntimeError(f"the server's parameter layout {[s.name for s in self.config.model.layout]} is not "
+                               f"this worker's {names}: a server and worker of different asyncrl versions?")
+        self.weights, self.gradients = flatten_parameters(self.model)
         seeds = [derive_seed(seed, copy) for copy in range(self.num_envs)]
         rng = np.random.default_rng(derive_seed(seed, self.num_envs))
         if self.method.value_based:
             self.target_model = build_model(self.config.model)
+            self.target_weights, _ = flatten_parameters(self.target_model)
             finals = [
                 draw_final_epsilon(np.random.default_rng(s), self.config.epsilon_values,
                                    self.config.epsilon_probabilities)
@@ -124,30 +131,18 @@ class Worker:
         base_version = self.version
         rollout = self.actor.rollout(self.model, self.method.rollout_steps(self.config))
         loss = self.method.loss(self.model, self.target_model, rollout, self.config)
-        self.model.zero_grad(set_to_none=False)
+        self.gradients.zero_()
         loss.total.backward()
-        gradients = [p.grad.clone() for p in self.model.parameters()]  # the next backward reuses .grad
         self.pending_episodes += self.actor.take_finished_episodes()
         if self._finish_push():
             return True
         self.sequence_number += 1
         episodes, self.pending_episodes = self.pending_episodes, []
         epsilons = self.policy.epsilons.tolist() if isinstance(self.policy, EpsilonGreedyPolicy) else []
-        update = Update(base_version, self.sequence_number, rollout.steps * self.actor.frames_per_step, gradients,
-                        episodes, epsilons, loss.metrics())
-        send = functools.partial(self.connection.push, self.worker_id, update)
-        self.in_flight = _PushInFlight(
-            send,
-            episodes,
-            background=self.overlap,
-        )
+        update = Update(base_version, self.sequence_number, rollout.steps * self.actor.frames_per_step,
+                        self.gradients, episodes, epsilons, loss.metrics())
+        self.in_flight = _PushInFlight(self.connection.start_push(self.worker_id, update), episodes)
         return False if self.overlap else self._finish_push()
-
-    def abandon_push(self, timeout: float) -> None:
-        """Waits for the thread of a push still in flight (at shutdown: its channel closed, it ends at once)."""
-        if self.in_flight is not None:
-            self.in_flight.join(timeout)
-            self.in_flight = None
 
     def _needs_pull(self) -> bool:
         return self.version < 0 or (self.method.value_based and self.target_version != self.server_target_version)
@@ -161,7 +156,7 @@ class Worker:
             return False
         push, self.in_flight = self.in_flight, None
         try:
-            reply = push.result()
+            reply = push.reply.result()
         except (StaleGradients, UnknownWorker):
             self.pending_episodes = push.episodes + self.pending_episodes
             self.version = -1
@@ -173,10 +168,10 @@ class Worker:
         """Loads the reply's weights and target weights, if any; returns whether training is over."""
         assert self.model is not None
         if reply.weights is not None:
-            _load(self.model, reply.weights)
+            self.weights.copy_(reply.weights)
             self.version = reply.version
         if reply.target_weights is not None and self.target_model is not None:
-            _load(self.target_model, reply.target_weights)
+            self.target_weights.copy_(reply.target_weights)
             self.target_version = reply.target_version
         self.server_target_version = reply.target_version
         if isinstance(self.policy, EpsilonGreedyPolicy):
@@ -184,42 +179,12 @@ class Worker:
         return reply.training_done
 
 
+@dataclass(frozen=True)
 class _PushInFlight:
-    """One push, run on a daemon thread (so that a stopping worker never waits for it) or at once."""
+    """A push on its way, and the episodes it reports (given back to the next push if it is refused)."""
 
-    def __init__(self, send: Callable[[], ServerReply], episodes: list[tuple[float, int]], background: bool) -> None:
-        self.episodes = episodes
-        self._send = send
-        self._reply: ServerReply | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="push", daemon=True) if background else None
-        if self._thread is not None:
-            self._thread.start()
-        else:
-            self._run()
-
-    def _run(self) -> None:
-        try:
-            self._reply = self._send()
-        except BaseException as error:  # handed to the worker loop by result()
-            self._error = error
-
-    def join(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def result(self) -> ServerReply:
-        self.join()
-        if self._error is not None:
-            raise self._error
-        assert self._reply is not None
-        return self._reply
-
-
-def _load(model: torch.nn.Module, weights: list[torch.Tensor]) -> None:
-    with torch.no_grad():
-        for parameter, weight in zip(model.parameters(), weights):
-            parameter.copy_(weight)
+    reply: PendingPush
+    episodes: list[tuple[float, int]]
 
 
 def run_worker(options: WorkerOptions) -> int:
@@ -238,5 +203,4 @@ def run_worker(options: WorkerOptions) -> int:
         return 1
     finally:
         stop.set()
-        connection.close()  # cancels a push still in flight...
-        worker.abandon_push(timeout=options.rpc_deadline)  # ...whose thread must end before the interpreter
+        connection.close()  # cancels a push still in flight, and waits for its thread before the interpreter ends
