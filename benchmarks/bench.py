@@ -428,7 +428,8 @@ def update_bytes(run: Run, network: str, dtype: str, envs: int) -> dict:
     spec = model_spec(config)
     torch.manual_seed(config.seed)
     layout = tensors.FlatLayout(spec.layout)
-    encoded = layout.encode(layout.flatten(build_model(spec).parameters()), tensors.WIRE_DTYPES[dtype])
+    wire = tensors.WIRE_DTYPES[dtype]
+    encoded = layout.encode(layout.flatten(build_model(spec).parameters()), wire)
     value_based = METHODS[run.algo].value_based
     metrics = ({"losses/q_loss": 0.0, "losses/mean_q": 0.0} if value_based
                else {"losses/policy_loss": 0.0, "losses/value_loss": 0.0, "losses/entropy": 0.0})
