@@ -80,9 +80,6 @@ class FlatLayout:
         """The layout of named tensors (a model's named_parameters()), each travelling as float32."""
         return cls(pb.TensorSpec(name=name, shape=list(t.shape), dtype=pb.DTYPE_FLOAT32) for name, t in named)
 
-    def __len__(self) -> int:
-        return len(self.specs)
-
     def flatten(self, tensors: Iterable[torch.Tensor]) -> torch.Tensor:
         """A new flat float32 vector holding the tensors back to back."""
         return torch.cat([t.detach().reshape(-1).to(torch.float32) for t in tensors])
