@@ -313,7 +313,7 @@ def latency(calls: int, directory: Path, run: Run) -> dict:
         encode = timed(lambda: layout.encode(gradients, wire), calls, warm)
         decode = timed(lambda: layout.decode(message.parameters), calls, warm)
         payload = sum(len(t.data) for t in message.parameters)
-        handler_push, handler_pull, apply = server_handlers(run, gradients, frames, calls, warm)
+        handler_push, handler_pull, apply = server_handlers(run, gradients, frames, calls, warm, directory)
     finally:
         connection.close()
         server.stop()
@@ -329,7 +329,7 @@ def latency(calls: int, directory: Path, run: Run) -> dict:
 
 
 def server_handlers(
-    run: Run, gradients: torch.Tensor, frames: int, calls: int, warm: int
+    run: Run, gradients: torch.Tensor, frames: int, calls: int, warm: int, directory: Path
 ) -> tuple[list[float], list[float], list[float]]:
     """The server's own work per call: the servicer's PushGradients / PullWeights called directly, no gRPC.
 
@@ -338,7 +338,8 @@ def server_handlers(
     the reply's weights (push) or the cached encoded weights (pull). Third: the update rule
     alone (ParameterStore.apply on decoded gradients).
     """
-    servicer = build_servicer(run.config(target_return=None, max_frames=int(NO_END)), ServerOptions())
+    servicer = build_servicer(run.config(target_return=None, max_frames=int(NO_END)),
+                              ServerOptions(checkpoint_dir=str(directory / "handler-checkpoints")))
     worker_id = servicer.RegisterWorker(pb.RegisterWorkerRequest(name="bench-handler", num_envs=1), None).worker_id
     wire = tensors.WIRE_DTYPES[run.dtype]
     encoded = servicer.store.layout.encode(gradients, wire)

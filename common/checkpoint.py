@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
 _NAME = re.compile(r"^checkpoint-(\d{12})\.pt$")
+NEXT_WORKER_ID_FILE = "next-worker-id"
 
 
 def checkpoint_path(directory: Path, version: int) -> Path:
@@ -26,12 +28,39 @@ def list_checkpoints(directory: Path) -> list[Path]:
 
 def save(directory: Path, version: int, state: dict[str, Any], keep: int) -> Path:
     """Writes state as the checkpoint of version: temp file, fsync, rename; then prunes to the newest keep."""
-    directory.mkdir(parents=True, exist_ok=True)
     target = checkpoint_path(directory, version)
-    descriptor, temp_name = tempfile.mkstemp(dir=directory, prefix=".checkpoint-", suffix=".tmp")
+    _replace_atomically(target, lambda handle: torch.save(state, handle))
+    for old in list_checkpoints(directory)[:-keep]:
+        old.unlink(missing_ok=True)
+    return target
+
+
+def save_next_worker_id(directory: Path, next_id: int) -> None:
+    """Records, at each registration, the id the next one gets.
+
+    Checkpoints record it too, but a server killed outright may have given out ids since
+    its newest checkpoint; a resumed server starts after both, so that a live worker
+    holding one of those ids is refused (NOT_FOUND, it registers again) rather than
+    mistaken for a newcomer that got the same id.
+    """
+    _replace_atomically(directory / NEXT_WORKER_ID_FILE, lambda handle: handle.write(f"{next_id}\n".encode()))
+
+
+def load_next_worker_id(directory: Path) -> int | None:
+    try:
+        return int((directory / NEXT_WORKER_ID_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _replace_atomically(target: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Writes target through a temp file in its directory: write, fsync, rename, fsync the directory."""
+    directory = target.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    descriptor, temp_name = tempfile.mkstemp(dir=directory, prefix=f".{target.stem}-", suffix=".tmp")
     try:
         with os.fdopen(descriptor, "wb") as handle:
-            torch.save(state, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp_name, target)
@@ -43,9 +72,6 @@ def save(directory: Path, version: int, state: dict[str, Any], keep: int) -> Pat
         os.fsync(directory_fd)  # make the rename itself durable
     finally:
         os.close(directory_fd)
-    for old in list_checkpoints(directory)[:-keep]:
-        old.unlink(missing_ok=True)
-    return target
 
 
 def load(path: Path) -> dict[str, Any]:

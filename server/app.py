@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import signal
 import threading
@@ -48,7 +49,8 @@ def build_servicer(
     config: RunConfig, options: ServerOptions, tensorboard: TensorBoardLog | None = None
 ) -> ParameterServerServicer:
     """A fresh run from config, or, with --resume and a checkpoint present, the checkpointed run."""
-    restored = checkpoint.load_latest(Path(options.checkpoint_dir)) if options.resume else None
+    checkpoint_dir = Path(options.checkpoint_dir)
+    restored = checkpoint.load_latest(checkpoint_dir) if options.resume else None
     if restored is not None:
         path, state = restored
         config = RunConfig(**state["config"])
@@ -65,12 +67,17 @@ def build_servicer(
         store.load_state_dict(state["store"])
         stats = RunStats(list(state["recent_returns"]), int(state["episodes_completed"]))
         stats.updates_applied = int(state["updates_applied"])
+    first_id = 1
+    if options.resume:  # after every id given out before, checkpointed or not
+        first_id = max(int(state.get("next_worker_id", 1)) if restored is not None else 1,
+                       checkpoint.load_next_worker_id(checkpoint_dir) or 1)
     max_message_bytes = int(options.max_message_mb * 2**20)
     return ParameterServerServicer(
         config,
         run_config_message(config, spec, max_message_bytes),
         store,
-        WorkerRegistry(options.silence_timeout, int(state.get("next_worker_id", 1)) if restored is not None else 1),
+        WorkerRegistry(options.silence_timeout, first_id,
+                       functools.partial(checkpoint.save_next_worker_id, checkpoint_dir)),
         stats,
         options.heartbeat_interval,
         ServerMetrics(),

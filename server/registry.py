@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from asyncrl.v1 import parameter_server_pb2 as pb
@@ -28,12 +29,16 @@ class UnknownWorker(KeyError):
 
 
 class WorkerRegistry:
-    def __init__(self, silence_timeout: float, first_id: int = 1) -> None:
+    def __init__(
+        self, silence_timeout: float, first_id: int = 1, record_next_id: Callable[[int], None] | None = None
+    ) -> None:
         self.silence_timeout = silence_timeout
         self._workers: dict[int, WorkerRecord] = {}
         # A resumed server starts after the ids it gave out before, so a worker's retried call made
         # under its old id is refused (NOT_FOUND, so it registers again) instead of landing on a newcomer.
         self._next_id = first_id
+        # Called with the next id before a registration is answered (the server persists it).
+        self._record_next_id = record_next_id
         self._lock = threading.Lock()
 
     @property
@@ -45,6 +50,8 @@ class WorkerRegistry:
     def register(self, name: str, num_envs: int) -> WorkerRecord:
         with self._lock:
             record = WorkerRecord(self._next_id, name, num_envs, time.monotonic())
+            if self._record_next_id is not None:
+                self._record_next_id(self._next_id + 1)
             self._workers[record.worker_id] = record
             self._next_id += 1
             return record

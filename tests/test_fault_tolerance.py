@@ -24,7 +24,7 @@ import torch
 from asyncrl.common import checkpoint
 from asyncrl.v1 import parameter_server_pb2 as pb
 
-from conftest import Process, ServerProcess
+from conftest import Process, ServerProcess, register
 
 T = TypeVar("T")
 
@@ -192,6 +192,24 @@ def test_sigterm_then_resume_keeps_t_and_version_and_the_same_workers_reconnect(
         assert "registering again" in worker.log()
         assert "Traceback" not in worker.log()
     assert "bad_sequence" not in second.log(), second.log()[-3000:]
+
+
+def test_ids_given_out_after_the_newest_checkpoint_are_not_reused_after_sigkill(server_factory, tmp_path):
+    """A server killed outright leaves a checkpoint older than its last registrations; resumed, it starts after them."""
+    directory = tmp_path / "server"
+    flags = (*ENDLESS, "--checkpoint-interval", "0", "--shutdown-grace", "1")
+    first = server_factory(*flags, directory=directory)
+    assert register(first.stub, "a").worker_id == 1
+    first.signal(signal.SIGTERM)
+    assert first.wait(timeout=DEADLINE) == 0  # its final checkpoint says: next id 2
+    second = server_factory(*flags, "--resume", directory=directory)
+    assert [register(second.stub, name).worker_id for name in ("b", "c")] == [2, 3]
+    second.signal(signal.SIGKILL)
+    assert second.wait(timeout=DEADLINE) == -signal.SIGKILL  # no checkpoint after b and c
+    _, state = checkpoint.load_latest(directory / "checkpoints")
+    assert state["next_worker_id"] == 2
+    third = server_factory(*flags, "--resume", directory=directory)
+    assert register(third.stub, "d").worker_id == 4
 
 
 # --- 3. SIGINT ----------------------------------------------------------------------------
