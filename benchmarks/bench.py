@@ -419,7 +419,7 @@ def train_to_target(
 def update_bytes(run: Run, network: str, dtype: str, envs: int) -> dict:
     """ByteSize() of one PushGradientsRequest and of one PushGradientsResponse carrying the weights.
 
-    Real messages, built as GrpcConnection.push and the servicer build them, from the layout
+    Real messages, built as GrpcConnection.start_push and the servicer build them, from the layout
     of the network the server would serve for this env (model_spec), with every tensor
     encoded by asyncrl.common.tensors.FlatLayout.encode in the wire dtype. No episodes ride along
     (a finished episode adds about 20 B); the loss metrics do. gRPC and HTTP/2 framing add

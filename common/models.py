@@ -154,20 +154,27 @@ def build_model(spec: pb.ModelSpec) -> nn.Module:
     return ARCHITECTURES[spec.architecture](spec)
 
 
-def flatten_parameters(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """Re-homes the model's parameters, and their gradients, in two flat vectors that they become views of.
+def flatten_parameters(model: nn.Module) -> torch.Tensor:
+    """Re-homes the model's parameters in one flat vector that they become views of.
 
-    Both vectors follow model.parameters() order, which is the wire layout's (FlatLayout), so
-    loading pulled weights is one copy_ into the first, and after backward() the second holds
-    the whole gradient: autograd accumulates into an existing .grad in place.
+    The vector follows model.parameters() order, which is the wire layout's (FlatLayout),
+    so loading pulled weights is one copy_ into it.
     """
     parameters = list(model.parameters())
     weights = torch.cat([p.detach().reshape(-1) for p in parameters])
-    gradients = torch.zeros_like(weights)
-    offset = 0
-    for parameter in parameters:
-        end = offset + parameter.numel()
-        parameter.data = weights[offset:end].view_as(parameter)
-        parameter.grad = gradients[offset:end].view_as(parameter)
-        offset = end
-    return weights, gradients
+    for parameter, view in zip(parameters, weights.split([p.numel() for p in parameters])):
+        parameter.data = view.view_as(parameter)
+    return weights
+
+
+def flatten_gradients(model: nn.Module) -> torch.Tensor:
+    """Gives the model's parameters .grad tensors that are views of one flat zero vector, in the same order.
+
+    Autograd accumulates into an existing .grad in place, so after backward() the vector
+    holds the whole gradient; zero it before the next backward.
+    """
+    parameters = list(model.parameters())
+    gradients = torch.zeros(sum(p.numel() for p in parameters))
+    for parameter, view in zip(parameters, gradients.split([p.numel() for p in parameters])):
+        parameter.grad = view.view_as(parameter)
+    return gradients

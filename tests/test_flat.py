@@ -7,7 +7,7 @@ import torch
 
 from asyncrl.common import tensors
 from asyncrl.common.config import RunConfig
-from asyncrl.common.models import build_model, flatten_parameters
+from asyncrl.common.models import build_model, flatten_gradients, flatten_parameters
 from asyncrl.common.wire import model_spec
 from asyncrl.v1 import parameter_server_pb2 as pb
 
@@ -67,7 +67,7 @@ def test_a_flattened_model_loads_and_accumulates_through_its_flat_vectors(config
     torch.manual_seed(0)
     model = build_model(spec)
     before = layout.flatten(model.parameters())
-    weights, gradients = flatten_parameters(model)
+    weights, gradients = flatten_parameters(model), flatten_gradients(model)
     assert torch.equal(weights, before) and weights.shape == gradients.shape == (layout.total,)
 
     batch = 2

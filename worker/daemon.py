@@ -15,7 +15,7 @@ import torch
 
 from asyncrl.common.algorithms import METHODS, METHODS_BY_WIRE
 from asyncrl.common.config import WorkerOptions
-from asyncrl.common.models import build_model, flatten_parameters
+from asyncrl.common.models import build_model, flatten_gradients, flatten_parameters
 from asyncrl.common.seeding import derive_seed
 from asyncrl.v1 import parameter_server_pb2 as pb
 from asyncrl.worker.actor import Actor
@@ -74,12 +74,12 @@ class Worker:
         if names != [spec.name for spec in self.config.model.layout]:
             raise RuntimeError(f"the server's parameter layout {[s.name for s in self.config.model.layout]} is not "
                                f"this worker's {names}: a server and worker of different asyncrl versions?")
-        self.weights, self.gradients = flatten_parameters(self.model)
+        self.weights, self.gradients = flatten_parameters(self.model), flatten_gradients(self.model)
         seeds = [derive_seed(seed, copy) for copy in range(self.num_envs)]
         rng = np.random.default_rng(derive_seed(seed, self.num_envs))
         if self.method.value_based:
             self.target_model = build_model(self.config.model)
-            self.target_weights, _ = flatten_parameters(self.target_model)
+            self.target_weights = flatten_parameters(self.target_model)
             finals = [
                 draw_final_epsilon(np.random.default_rng(s), self.config.epsilon_values,
                                    self.config.epsilon_probabilities)
