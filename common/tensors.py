@@ -109,14 +109,16 @@ class FlatLayout:
         if len(messages) != len(self.specs):
             raise TensorFormatError(f"{what}: got {len(messages)} tensors, the layout has {len(self.specs)}")
         dtypes = set()
-        for message, spec, shape in zip(messages, self.specs, self.shapes):
+        for message, spec, shape, size in zip(messages, self.specs, self.shapes, self.sizes):
             if message.name != spec.name:
                 raise TensorFormatError(f"{what}: got tensor {message.name!r} where the layout has {spec.name!r}")
             if tuple(message.shape) != shape:
                 raise TensorFormatError(
                     f"{what}: tensor {spec.name!r} has shape {list(message.shape)}, the layout says {list(shape)}"
                 )
-            _check_length(message)
+            torch_dtype = TORCH_DTYPES.get(message.dtype)
+            if torch_dtype is None or len(message.data) != size * torch_dtype.itemsize:
+                _check_length(message)  # raises, saying what is wrong (the shape is the layout's, so the length)
             dtypes.add(message.dtype)
         if len(dtypes) > 1:  # legal but unusual: each tensor in its own dtype
             return torch.cat([decode(message).reshape(-1) for message in messages])
