@@ -79,6 +79,7 @@ from asyncrl.v1 import parameter_server_pb2 as pb  # noqa: E402
 from asyncrl.v1 import parameter_server_pb2_grpc as pb_grpc  # noqa: E402
 from asyncrl.worker.client import GrpcConnection, Update  # noqa: E402
 from asyncrl.worker.daemon import Worker  # noqa: E402
+from asyncrl.worker.rpc_process import ProcessCalls  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CHILD_ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
@@ -129,6 +130,18 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def _tree_cpu_seconds(pid: int) -> float:
+    """utime + stime of pid and, recursively, of the children it has now (Linux); nan once pid has exited."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+                    for child in (task / "children").read_text().split()]
+    except OSError:
+        return float("nan")
+    own = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime (fields 14 and 15)
+    return own + sum(seconds for seconds in map(_tree_cpu_seconds, children) if not math.isnan(seconds))
+
+
 class Child:
     """An `asyncrl` subcommand as its own OS process, its output in a log file."""
 
@@ -142,12 +155,8 @@ class Child:
             )
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time so far, from /proc (Linux)."""
-        try:
-            fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return float("nan")
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime (fields 14 and 15)
+        """User + system CPU time so far of the process and its descendants (a worker's RPC process), from /proc."""
+        return _tree_cpu_seconds(self.popen.pid)
 
     def check_alive(self) -> None:
         if self.popen.poll() is not None:
@@ -282,7 +291,8 @@ def latency(calls: int, directory: Path, run: Run) -> dict:
     """Pull and push round trips against an idle server, through the worker's own GrpcConnection."""
     server = Server(directory, run)
     stop = threading.Event()
-    connection = GrpcConnection(WorkerOptions(server=server.address, dtype=run.dtype), stop)
+    options = WorkerOptions(server=server.address, dtype=run.dtype)
+    connection = GrpcConnection(options.dtype, ProcessCalls(options, stop))
     try:
         # Real gradients of the model layout: the Worker's own rollout and loss, at the server's weights.
         worker = Worker(connection, "bench-latency", 1, stop, overlap=False)

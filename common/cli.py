@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _configure_logging(level: str) -> None:
+def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s", stream=sys.stderr
     )
@@ -108,13 +108,13 @@ def _configure_logging(level: str) -> None:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "server":
         run_config, options = from_namespace(RunConfig, args), from_namespace(ServerOptions, args)
-        _configure_logging(options.log_level)
+        configure_logging(options.log_level)
         from asyncrl.server.app import serve
 
         return serve(run_config, options)
     if args.command == "worker":
         worker_options = from_namespace(WorkerOptions, args)
-        _configure_logging(worker_options.log_level)
+        configure_logging(worker_options.log_level)
         from asyncrl.worker.daemon import run_worker
 
         return run_worker(worker_options)

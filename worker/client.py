@@ -1,43 +1,20 @@
-"""The worker's side of the wire: typed calls with deadlines, retries with backoff, and errors a loop can act on."""
+"""The worker's side of the wire: the messages of a pull and a push, built from and read into flat tensors.
+
+The calls themselves, with their deadlines, retries and typed errors, are asyncrl.worker.calls';
+the worker daemon makes them from a child process (asyncrl.worker.rpc_process).
+"""
 
 from __future__ import annotations
 
-import logging
-import random
-import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Protocol
 
-import grpc
 import torch
 
 from asyncrl.common import tensors
-from asyncrl.common.config import WorkerOptions
 from asyncrl.v1 import parameter_server_pb2 as pb
-from asyncrl.v1 import parameter_server_pb2_grpc as pb_grpc
-
-log = logging.getLogger(__name__)
-
-Reply = TypeVar("Reply")
-
-# Codes that mean "try the same call again later": the server is restarting, overloaded or far away.
-# A server shutting down cancels calls that arrived but had no handler thread yet (CANCELLED); a retried
-# push is applied at most once (same worker id and sequence number), so retrying those is safe too.
-TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
-
-
-class UnknownWorker(Exception):
-    """The server does not know this worker id (it restarted): register again."""
-
-
-class StaleGradients(Exception):
-    """The server refused gradients computed against too old a version: pull and recompute."""
-
-
-class Stopped(Exception):
-    """The worker was asked to stop while waiting to retry."""
+from asyncrl.worker.calls import Calls
 
 
 @dataclass(frozen=True)
@@ -100,41 +77,22 @@ class Connection(Protocol):
 
 
 class GrpcConnection:
-    """A Connection to a remote server. Transient failures are retried with capped, jittered exponential backoff.
+    """A Connection to a remote server: builds and reads the messages; `calls` carries them.
 
-    A push's RPC runs on the connection's one push thread, so that the worker can collect
-    its next rollout meanwhile; the tensor work stays in the calling thread (gradients are
-    encoded in start_push, reply weights decoded in result()). Every torch call releases
-    and retakes the GIL, and a push thread making them had to win the GIL back from the
-    busy rollout loop each time: on CartPole that cost about 0.1 ms per update.
+    The tensor work stays in the calling thread: gradients are encoded in start_push,
+    reply weights decoded in the push's result().
     """
 
-    def __init__(self, options: WorkerOptions, stop: threading.Event, seed: int = 0) -> None:
-        self.options = options
-        self.stop = stop
-        self.dtype = tensors.WIRE_DTYPES[options.dtype]
-        max_bytes = int(options.max_message_mb * 2**20)
-        self.channel = grpc.insecure_channel(
-            options.server,
-            options=[
-                ("grpc.max_send_message_length", max_bytes),
-                ("grpc.max_receive_message_length", max_bytes),
-                # gRPC's own reconnect backoff grows to 120 s; keep it within ours, so that a worker
-                # reaches a restarted server about --max-backoff seconds after it is back.
-                ("grpc.initial_reconnect_backoff_ms", min(1000, int(options.max_backoff * 1000))),
-                ("grpc.max_reconnect_backoff_ms", int(options.max_backoff * 1000)),
-            ],
-        )
-        self.stub = pb_grpc.ParameterServerServiceStub(self.channel)
+    def __init__(self, dtype: str, calls: Calls) -> None:
+        self.dtype = tensors.WIRE_DTYPES[dtype]
+        self.calls = calls
         self.layout = tensors.FlatLayout(())
-        self._jitter = random.Random(seed)
-        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="push")
 
     def register(self, name: str, num_envs: int, algorithm: int) -> pb.RegisterWorkerResponse:
         request = pb.RegisterWorkerRequest(
             name=name, num_envs=num_envs, accepted_dtypes=list(tensors.TORCH_DTYPES), algorithm=algorithm
         )
-        reply = self._call(self.stub.RegisterWorker, request)
+        reply = pb.RegisterWorkerResponse.FromString(self.calls.call("RegisterWorker", request.SerializeToString()))
         self.layout = tensors.FlatLayout(reply.config.model.layout)
         return reply
 
@@ -142,7 +100,9 @@ class GrpcConnection:
         request = pb.PullWeightsRequest(
             worker_id=worker_id, have_version=have_version, dtype=self.dtype, have_target_version=have_target_version
         )
-        return self._server_reply(self._call(self.stub.PullWeights, request))
+        return self._server_reply(
+            pb.PullWeightsResponse.FromString(self.calls.call("PullWeights", request.SerializeToString()))
+        )
 
     def start_push(self, worker_id: int, update: Update) -> PendingPush:
         request = pb.PushGradientsRequest(
@@ -156,7 +116,7 @@ class GrpcConnection:
             epsilons=update.epsilons,
             metrics=update.metrics,
         )
-        return _RemotePush(self._sender.submit(self._call, self.stub.PushGradients, request), self._server_reply)
+        return _RemotePush(self.calls.start("PushGradients", request.SerializeToString()), self._server_reply)
 
     def _server_reply(self, reply: pb.PullWeightsResponse | pb.PushGradientsResponse) -> ServerReply:
         weights = self.layout.decode(reply.parameters, "weights") if reply.parameters else None
@@ -167,38 +127,16 @@ class GrpcConnection:
             reply.version, reply.global_frames, reply.training_done, weights, reply.target_version, target_weights
         )
 
-    def _call(self, method: Callable[..., Reply], request: object) -> Reply:
-        """One RPC with a deadline, retried on transient errors; NOT_FOUND and ABORTED become exceptions."""
-        delay = 0.1
-        while True:
-            try:
-                return method(request, timeout=self.options.rpc_deadline)
-            except grpc.RpcError as error:
-                code = error.code()
-                if code == grpc.StatusCode.NOT_FOUND:
-                    raise UnknownWorker(error.details()) from None
-                if code == grpc.StatusCode.ABORTED:
-                    raise StaleGradients(error.details()) from None
-                if code not in TRANSIENT:
-                    raise
-                wait = self._jitter.uniform(delay / 2, delay)
-                log.warning("server %s: %s (%s); retrying in %.2fs", self.options.server, code.name, error.details(), wait)
-                if self.stop.wait(wait):
-                    raise Stopped() from None
-                delay = min(delay * 2, self.options.max_backoff)
-
     def close(self) -> None:
-        """Closes the channel, which cancels a push in flight, and waits for the push thread to end."""
-        self.channel.close()
-        self._sender.shutdown(wait=True, cancel_futures=True)
+        self.calls.close()
 
 
 @dataclass(frozen=True)
 class _RemotePush:
-    """A push whose RPC runs on the push thread; its reply is decoded in the thread that asks for it."""
+    """A push on its way; its reply is parsed and decoded in the thread that asks for it."""
 
-    response: Future[pb.PushGradientsResponse]
+    receive: Callable[[], bytes]
     decode: Callable[[pb.PushGradientsResponse], ServerReply]
 
     def result(self) -> ServerReply:
-        return self.decode(self.response.result())
+        return self.decode(pb.PushGradientsResponse.FromString(self.receive()))

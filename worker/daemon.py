@@ -20,9 +20,9 @@ from asyncrl.common.seeding import derive_seed
 from asyncrl.v1 import parameter_server_pb2 as pb
 from asyncrl.worker.actor import Actor
 from asyncrl.worker.policies import EpsilonGreedyPolicy, SoftmaxPolicy, draw_final_epsilon
-from asyncrl.worker.client import (
-    Connection, GrpcConnection, PendingPush, ServerReply, StaleGradients, Stopped, UnknownWorker, Update,
-)
+from asyncrl.worker.calls import StaleGradients, Stopped, UnknownWorker
+from asyncrl.worker.client import Connection, GrpcConnection, PendingPush, ServerReply, Update
+from asyncrl.worker.rpc_process import ProcessCalls, RpcProcessDied
 
 log = logging.getLogger(__name__)
 
@@ -194,13 +194,16 @@ def run_worker(options: WorkerOptions) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda _signum, _frame: stop.set())
     name = options.name or f"{socket.gethostname()}-{os.getpid()}"
-    connection = GrpcConnection(options, stop, seed=os.getpid())
+    connection = GrpcConnection(options.dtype, ProcessCalls(options, stop, seed=os.getpid()))
     worker = Worker(connection, name, options.envs, stop, options.algo, overlap=not options.sync)
     try:
         return worker.run()
     except grpc.RpcError as error:  # not transient: a misconfiguration the operator must fix
         log.error("server %s refused this worker: %s: %s", options.server, error.code().name, error.details())
         return 1
+    except RpcProcessDied as error:
+        log.error("%s", error)
+        return 1
     finally:
         stop.set()
-        connection.close()  # cancels a push still in flight, and waits for its thread before the interpreter ends
+        connection.close()  # ends the RPC process

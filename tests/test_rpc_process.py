@@ -1,0 +1,167 @@
+"""The worker's RPC process (asyncrl.worker.rpc_process): ordered replies, typed errors, stops, and its lifetime."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+import torch
+
+from asyncrl.common import tensors
+from asyncrl.common.config import WorkerOptions
+from asyncrl.v1 import parameter_server_pb2 as pb
+from asyncrl.worker.calls import Refused, StaleGradients, Stopped, UnknownWorker
+from asyncrl.worker.rpc_process import ProcessCalls, RpcProcessDied
+
+
+def _push(worker_id: int, layout: tensors.FlatLayout, base_version: int, sequence_number: int) -> bytes:
+    return pb.PushGradientsRequest(
+        worker_id=worker_id, base_version=base_version, sequence_number=sequence_number, frames=5,
+        gradients=layout.encode(torch.full((layout.total,), 1e-3), pb.DTYPE_FLOAT32),
+        reply_weights_dtype=pb.DTYPE_FLOAT32,
+    ).SerializeToString()
+
+
+def _pull(worker_id: int, have_version: int) -> bytes:
+    return pb.PullWeightsRequest(worker_id=worker_id, have_version=have_version).SerializeToString()
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()]
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_calls_answer_replies_and_typed_errors(server_factory) -> None:
+    server = server_factory("--max-staleness", "1", "--target-return", "none")
+    calls = ProcessCalls(WorkerOptions(server=server.address), threading.Event())
+    try:
+        registered = pb.RegisterWorkerResponse.FromString(
+            calls.call("RegisterWorker", pb.RegisterWorkerRequest(name="rpc", num_envs=1).SerializeToString()))
+        worker, layout = registered.worker_id, tensors.FlatLayout(registered.config.model.layout)
+        first = calls.start("PushGradients", _push(worker, layout, 0, 1))
+        with pytest.raises(RuntimeError, match="one call at a time"):
+            calls.start("PullWeights", _pull(worker, -1))
+        assert pb.PushGradientsResponse.FromString(first()).version == 1
+        second = pb.PushGradientsResponse.FromString(calls.call("PushGradients", _push(worker, layout, 0, 2)))
+        assert second.version == 2 and len(second.parameters) == len(layout.specs)
+        with pytest.raises(StaleGradients, match="current version 2"):
+            calls.call("PushGradients", _push(worker, layout, 0, 3))
+        with pytest.raises(UnknownWorker, match=f"unknown worker id {worker + 100}"):
+            calls.call("PullWeights", _pull(worker + 100, -1))
+        short = pb.PushGradientsRequest.FromString(_push(worker, layout, 2, 4))
+        del short.gradients[-1]
+        with pytest.raises(Refused, match="tensor") as refused:
+            calls.call("PushGradients", short.SerializeToString())
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        current = pb.PullWeightsResponse.FromString(calls.call("PullWeights", _pull(worker, 2)))
+        assert (current.version, len(current.parameters)) == (2, 0)
+        full = pb.PullWeightsResponse.FromString(calls.call("PullWeights", _pull(worker, -1)))
+        assert torch.equal(layout.decode(full.parameters), layout.decode(second.parameters))
+    finally:
+        calls.close()
+    assert calls.process.returncode == 0  # it ended because its stdin closed
+
+
+def _unreachable() -> str:
+    """An address on 127.0.0.1 that nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{probe.getsockname()[1]}"
+
+
+def test_a_stop_ends_the_retries_against_an_unreachable_server() -> None:
+    address = _unreachable()
+    stop = threading.Event()
+    calls = ProcessCalls(WorkerOptions(server=address, rpc_deadline=1.0, max_backoff=0.2), stop)
+    try:
+        receive = calls.start("RegisterWorker", pb.RegisterWorkerRequest(name="rpc").SerializeToString())
+        threading.Timer(1.0, stop.set).start()
+        started = time.monotonic()
+        with pytest.raises(Stopped):
+            receive()
+        assert time.monotonic() - started < 10
+    finally:
+        calls.close()
+
+
+def test_a_dead_rpc_process_is_an_error_not_a_hang() -> None:
+    calls = ProcessCalls(WorkerOptions(server="127.0.0.1:1"), threading.Event())
+    try:
+        calls.process.kill()
+        calls.process.wait()
+        with pytest.raises(RpcProcessDied, match="RPC process exited"):
+            calls.call("RegisterWorker", pb.RegisterWorkerRequest(name="rpc").SerializeToString())
+    finally:
+        calls.close()
+
+
+def _rpc_process_of(worker_pid: int) -> int:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        children = _children(worker_pid)
+        if children:
+            (child,) = children
+            assert b"asyncrl.worker.rpc_process" in Path(f"/proc/{child}/cmdline").read_bytes()
+            return child
+        time.sleep(0.05)
+    raise AssertionError("the worker started no RPC process")
+
+
+def _wait_until_gone(pid: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while _running(pid):
+        assert time.monotonic() < deadline, f"process {pid} outlived its worker"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_the_rpc_process_ends_with_its_worker(server_factory, worker_factory, signum: int) -> None:
+    server = server_factory("--target-return", "none")
+    worker = worker_factory(server.address, "short-lived")
+    child = _rpc_process_of(worker.popen.pid)
+    deadline = time.monotonic() + 60
+    while server.status().updates_applied < 10:
+        assert time.monotonic() < deadline, worker.log()[-3000:]
+        time.sleep(0.1)
+    worker.signal(signum)
+    assert worker.wait(timeout=30) == (-signal.SIGKILL if signum == signal.SIGKILL else 0)
+    _wait_until_gone(child)
+
+
+def test_a_worker_whose_rpc_process_dies_exits_with_an_error(server_factory, worker_factory) -> None:
+    server = server_factory("--target-return", "none")
+    worker = worker_factory(server.address, "orphaned")
+    child = _rpc_process_of(worker.popen.pid)
+    deadline = time.monotonic() + 60
+    while server.status().updates_applied < 10:
+        assert time.monotonic() < deadline, worker.log()[-3000:]
+        time.sleep(0.1)
+    os.kill(child, signal.SIGKILL)
+    assert worker.wait(timeout=30) == 1
+    assert "RPC process exited" in worker.log()
+
+
+def test_a_retrying_rpc_process_dies_with_its_sigkilled_worker(worker_factory) -> None:
+    """While it retries, the RPC process reads no requests (nor the end of its stdin): the kernel must end it."""
+    worker = worker_factory(_unreachable(), "retrying", "--max-backoff", "0.2")
+    child = _rpc_process_of(worker.popen.pid)
+    deadline = time.monotonic() + 30
+    while "retrying in" not in worker.log():
+        assert time.monotonic() < deadline, worker.log()[-3000:]
+        time.sleep(0.05)
+    worker.signal(signal.SIGKILL)
+    worker.wait(timeout=30)
+    _wait_until_gone(child)
