@@ -77,10 +77,11 @@ class Connection(Protocol):
 
 
 class GrpcConnection:
-    """A Connection to a remote server: builds and reads the messages; `calls` carries them.
+    """A Connection to a remote server: builds and reads the messages, in `dtype` (a wire dtype name); `calls`
+    carries them.
 
-    The tensor work stays in the calling thread: gradients are encoded in start_push,
-    reply weights decoded in the push's result().
+    start_push encodes the gradients and serializes the request before it returns; the
+    push's result() parses the reply and decodes its weights.
     """
 
     def __init__(self, dtype: str, calls: Calls) -> None:
