@@ -97,6 +97,17 @@ def test_a_stop_ends_the_retries_against_an_unreachable_server() -> None:
         calls.close()
 
 
+def test_a_stop_signal_during_start_up_ends_retries_instead_of_the_process() -> None:
+    """SIGTERM before the child could have installed its handlers (it is still importing gRPC)."""
+    calls = ProcessCalls(WorkerOptions(server=_unreachable(), max_backoff=0.2), threading.Event())
+    try:
+        calls.process.send_signal(signal.SIGTERM)
+        with pytest.raises(Stopped):
+            calls.call("RegisterWorker", pb.RegisterWorkerRequest(name="rpc").SerializeToString())
+    finally:
+        calls.close()
+
+
 def test_a_dead_rpc_process_is_an_error_not_a_hang() -> None:
     calls = ProcessCalls(WorkerOptions(server="127.0.0.1:1"), threading.Event())
     try:
@@ -109,13 +120,13 @@ def test_a_dead_rpc_process_is_an_error_not_a_hang() -> None:
 
 
 def _rpc_process_of(worker_pid: int) -> int:
+    """The worker's one child, once it runs the RPC module (between fork and exec it still looks like the worker)."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         children = _children(worker_pid)
-        if children:
-            (child,) = children
-            assert b"asyncrl.worker.rpc_process" in Path(f"/proc/{child}/cmdline").read_bytes()
-            return child
+        assert len(children) <= 1, f"the worker has {len(children)} children"
+        if children and b"asyncrl.worker.rpc_process" in Path(f"/proc/{children[0]}/cmdline").read_bytes():
+            return children[0]
         time.sleep(0.05)
     raise AssertionError("the worker started no RPC process")
 

@@ -47,6 +47,7 @@ from asyncrl.worker.calls import ChannelCalls, Refused, StaleGradients, Stopped,
 _REQUEST = struct.Struct("<HI")  # method name length, message length
 _REPLY = struct.Struct("<BI")  # status, payload length
 _OK, _UNKNOWN_WORKER, _STALE, _STOPPED, _REFUSED = range(5)
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 class RpcProcessDied(RuntimeError):
@@ -63,6 +64,9 @@ class ProcessCalls:
     def __init__(self, options: WorkerOptions, stop: threading.Event, seed: int = 0) -> None:
         self.stop = stop
         shared = _shared_file(int(options.max_message_mb * 2**20))
+        # The child inherits the signal mask: it starts with SIGTERM and SIGINT blocked, so that one arriving
+        # while it imports (a worker stopped at once, a Ctrl-C) waits for its handlers instead of killing it.
+        unmasked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
             self._buffer = mmap.mmap(shared, 0)
             self.process = subprocess.Popen(
@@ -71,6 +75,7 @@ class ProcessCalls:
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(shared,),
             )
         finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, unmasked)
             os.close(shared)
         self._requests: BinaryIO = self.process.stdin
         self._replies: BinaryIO = self.process.stdout
@@ -193,8 +198,9 @@ def main(argv: list[str]) -> None:
     options = WorkerOptions(**json.loads(options_json))
     configure_logging(options.log_level)
     stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in _STOP_SIGNALS:
         signal.signal(signum, lambda _signum, _frame: stop.set())
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # blocked by the worker until now
     # The replies go to a private copy of stdout; anything else printed goes to stderr, not into the pipe.
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
