@@ -16,8 +16,8 @@ is its method name and its length; a reply, a status and the length of the messa
 an error, of its details) in the buffer. So there is one call at a time.
 
 The child dies with the worker (PR_SET_PDEATHSIG), ends when its stdin closes, and stops
-retrying on SIGTERM or SIGINT, which the worker forwards when its own stop event is set
-during a wait. It runs at nice 10, so that on a busy machine it yields the core to the
+retrying on SIGTERM or SIGINT (a Ctrl-C reaches it too; the worker forwards a SIGTERM when
+its own stop event is set during a wait). It runs at nice 10, so that on a busy machine it yields the core to the
 rollout loop rather than preempting it.
 """
 
