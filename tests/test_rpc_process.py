@@ -18,6 +18,7 @@ from asyncrl.common.config import WorkerOptions
 from asyncrl.v1 import parameter_server_pb2 as pb
 from asyncrl.worker.calls import Refused, StaleGradients, Stopped, UnknownWorker
 from asyncrl.worker.rpc_process import ProcessCalls, RpcProcessDied
+from conftest import Process
 
 
 def _push(worker_id: int, layout: tensors.FlatLayout, base_version: int, sequence_number: int) -> bytes:
@@ -138,28 +139,28 @@ def _wait_until_gone(pid: int, timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
-def test_the_rpc_process_ends_with_its_worker(server_factory, worker_factory, signum: int) -> None:
+def _pushing_worker(server_factory, worker_factory, name: str) -> tuple[Process, int]:
+    """A worker that has had 10 pushes applied, and its RPC process."""
     server = server_factory("--target-return", "none")
-    worker = worker_factory(server.address, "short-lived")
+    worker = worker_factory(server.address, name)
     child = _rpc_process_of(worker.popen.pid)
     deadline = time.monotonic() + 60
     while server.status().updates_applied < 10:
         assert time.monotonic() < deadline, worker.log()[-3000:]
         time.sleep(0.1)
+    return worker, child
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_the_rpc_process_ends_with_its_worker(server_factory, worker_factory, signum: int) -> None:
+    worker, child = _pushing_worker(server_factory, worker_factory, "short-lived")
     worker.signal(signum)
     assert worker.wait(timeout=30) == (-signal.SIGKILL if signum == signal.SIGKILL else 0)
     _wait_until_gone(child)
 
 
 def test_a_worker_whose_rpc_process_dies_exits_with_an_error(server_factory, worker_factory) -> None:
-    server = server_factory("--target-return", "none")
-    worker = worker_factory(server.address, "orphaned")
-    child = _rpc_process_of(worker.popen.pid)
-    deadline = time.monotonic() + 60
-    while server.status().updates_applied < 10:
-        assert time.monotonic() < deadline, worker.log()[-3000:]
-        time.sleep(0.1)
+    worker, child = _pushing_worker(server_factory, worker_factory, "orphaned")
     os.kill(child, signal.SIGKILL)
     assert worker.wait(timeout=30) == 1
     assert "RPC process exited" in worker.log()
