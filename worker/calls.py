@@ -14,10 +14,12 @@ from typing import Protocol
 import grpc
 
 from asyncrl.common.config import WorkerOptions
+from asyncrl.v1 import parameter_server_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-SERVICE = "/asyncrl.v1.ParameterServerService/"
+# Method paths are /<service>/<method>; the service's name comes from the generated descriptor, as the server's does.
+SERVICE = f"/{pb.DESCRIPTOR.services_by_name['ParameterServerService'].full_name}/"
 
 # Codes that mean "try the same call again later": the server is restarting, overloaded or far away.
 # A server shutting down cancels calls that arrived but had no handler thread yet (CANCELLED); a retried
@@ -56,7 +58,7 @@ class Calls(Protocol):
 
     call() and the receivers start() returns raise UnknownWorker (NOT_FOUND), StaleGradients
     (ABORTED), Stopped or Refused; transient failures are retried until the stop event is set.
-    Calls are answered in the order they were made.
+    One call at a time: a call may start once the previous one's reply has been taken.
     """
 
     def call(self, method: str, request: bytes) -> bytes: ...
