@@ -26,7 +26,8 @@ from asyncrl.v1 import parameter_server_pb2_grpc as pb_grpc
 log = logging.getLogger(__name__)
 
 CURRENT_VERSION_KEY = "asyncrl-current-version"
-METRIC_NAME = re.compile(r"losses/[a-z0-9_]+")
+METRIC_NAME = re.compile(r"(losses|diagnostics)/[a-z0-9_]{1,64}(/[a-z0-9_]{1,64})?")
+UPDATE_RATIO_PREFIX = "diagnostics/update_ratio/"
 MAX_METRICS = 16
 
 
@@ -121,6 +122,7 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
                 snapshot = self.store.apply(gradients, request.frames)
                 self.stats.record_update()
                 self.stats.record_episodes([e.episode_return for e in request.episodes])
+                self.stats.record_metrics(dict(request.metrics))
                 record.pushes_applied += 1
                 record.epsilons = list(request.epsilons)
                 if self.on_push is not None:
@@ -157,6 +159,8 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
             training_done=self.training_done.is_set(),
             learning_rate=self.store.learning_rate(),
             uptime_seconds=time.monotonic() - self.started,
+            metrics={**self.stats.recent_metrics(),
+                     **{UPDATE_RATIO_PREFIX + name: ratio for name, ratio in self.store.update_ratios.items()}},
         )
 
     def _encoded_weights(self, snapshot: Snapshot, dtype: int) -> list[pb.Tensor]:
@@ -226,7 +230,7 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
             METRIC_NAME.fullmatch(name) and math.isfinite(value) for name, value in request.metrics.items()
         ):
             self._reject(context, invalid, "bad_metrics",
-                         f"metrics must be at most {MAX_METRICS} finite values named losses/[a-z0-9_]+, "
+                         f"metrics must be at most {MAX_METRICS} finite values named (losses|diagnostics)/[a-z0-9_]+, "
                          f"got {dict(request.metrics)}")
         for episode in request.episodes:
             if not (math.isfinite(episode.episode_return) and episode.length >= 0):

@@ -22,8 +22,13 @@ class RateMeter:
         return (count - start_count) / (now - start_time) if now > start_time else 0.0
 
 
+MAX_METRIC_NAMES = 64  # a bound on what pushes can make the server remember, whatever they send
+METRIC_WINDOW = 100
+
+
 class RunStats:
     def __init__(self, recent_returns: list[float] | None = None, episodes_completed: int = 0) -> None:
+        self._metrics: dict[str, deque[float]] = {}
         self.recent_returns: deque[float] = deque(recent_returns or [], maxlen=100)
         self.episodes_completed = episodes_completed
         self.updates_applied = 0
@@ -36,6 +41,21 @@ class RunStats:
         with self._lock:
             self.recent_returns.extend(returns)
             self.episodes_completed += len(returns)
+
+    def record_metrics(self, metrics: dict[str, float]) -> None:
+        """One push's metrics; names beyond the first MAX_METRIC_NAMES ever seen are not kept."""
+        with self._lock:
+            for name, value in metrics.items():
+                window = self._metrics.get(name)
+                if window is None and len(self._metrics) < MAX_METRIC_NAMES:
+                    window = self._metrics[name] = deque(maxlen=METRIC_WINDOW)
+                if window is not None:
+                    window.append(value)
+
+    def recent_metrics(self) -> dict[str, float]:
+        """Each metric's mean over the last METRIC_WINDOW pushes that reported it."""
+        with self._lock:
+            return {name: sum(window) / len(window) for name, window in self._metrics.items()}
 
     def record_rejection(self, reason: str) -> None:
         with self._lock:

@@ -4,7 +4,7 @@ From Mnih et al. (2016), section 4 and supplementary section 8, with the statist
 shared by all workers:
 
     clip the gradient's global norm to max_grad_norm
-    g     <- alpha * g + (1 - alpha) * grad^2
+    g     <- alpha * g + (1 - alpha) * grad^2           (g starts at rmsprop_init)
     theta <- theta - lr(T) * grad / sqrt(g + eps)
 
 where lr(T) = lr_0 * (1 - T / max_frames) anneals linearly to 0 over the frame budget
@@ -16,6 +16,10 @@ network.
 theta, g and each gradient are flat float32 vectors in the model's wire layout
 (asyncrl.common.tensors.FlatLayout), so an update is a handful of whole-vector
 operations however many tensors the model has.
+
+One update in every UPDATE_RATIO_EVERY also measures, per tensor, the size of the step
+against the size of the parameters (||delta theta|| / ||theta||): ~1e-3 is healthy, a
+layer far below it is not learning (see asyncrl.common.diagnostics).
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ import torch
 
 from asyncrl.common.config import RunConfig
 from asyncrl.common.tensors import FlatLayout
+
+
+UPDATE_RATIO_EVERY = 100
 
 
 @dataclass(frozen=True)
@@ -47,11 +54,12 @@ class ParameterStore:
         self.layout = layout
         self.config = config
         self._snapshot = Snapshot(0, 0, parameters.detach().to(torch.float32).clone())
-        self.square_avg = torch.zeros(layout.total)
+        self.square_avg = torch.full((layout.total,), config.rmsprop_init)
         # The target network is a past snapshot: (the version it was copied from, its tensors).
         self.has_target = has_target
         self._target = self._snapshot if has_target else None
         self._lock = threading.Lock()
+        self.update_ratios: dict[str, float] = {}
 
     @property
     def version(self) -> int:
@@ -89,12 +97,19 @@ class ParameterStore:
             lr, decay, eps = self.learning_rate(), self.config.rmsprop_decay, self.config.rmsprop_eps
             self.square_avg.mul_(decay).addcmul_(gradient, gradient, value=1 - decay)
             updated = torch.addcdiv(self._snapshot.parameters, gradient, self.square_avg.add(eps).sqrt_(), value=-lr)
+            if self.version % UPDATE_RATIO_EVERY == 0:
+                self.update_ratios = self._update_ratios(self._snapshot.parameters, updated)
             before = self.global_frames
             self._snapshot = Snapshot(self.version + 1, before + frames, updated)
             interval = self.config.target_update_frames
             if self.has_target and self._snapshot.global_frames // interval > before // interval:
                 self._target = self._snapshot
             return self._snapshot
+
+    def _update_ratios(self, before: torch.Tensor, after: torch.Tensor) -> dict[str, float]:
+        steps, sizes = self.layout.split(after - before), self.layout.split(before)
+        return {name: float(step.norm() / size.norm().clamp_min(1e-12))
+                for name, step, size in zip(self.layout.names, steps, sizes)}
 
     def state_dict(self) -> dict:
         """Everything needed to resume: parameters, optimizer statistics, version and T, by tensor name."""

@@ -15,7 +15,8 @@ class TensorBoardLog:
 
     Tags are stable: charts/episodic_return, charts/episodic_length, charts/SPS,
     charts/updates_per_second, charts/learning_rate, charts/mean_return_100,
-    charts/epsilon_min|mean|max, and the workers' own losses/... names.
+    charts/epsilon_min|mean|max, the workers' own losses/... and diagnostics/... names, and the
+    server's diagnostics/update_ratio/<tensor>.
     """
 
     def __init__(self, directory: str) -> None:
@@ -41,6 +42,9 @@ class TensorBoardLog:
             self.writer.add_scalar("charts/episodic_length", length, frames)
         for name, values in metrics.items():  # averaged over the pushes since the last flush
             self.writer.add_scalar(name, sum(values) / len(values), step)
+        for name, value in status.metrics.items():
+            if name.startswith("diagnostics/update_ratio/"):  # the server's own; the rest came with pushes
+                self.writer.add_scalar(name, value, step)
         self.writer.add_scalar("charts/SPS", status.frames_per_second, step)
         self.writer.add_scalar("charts/updates_per_second", status.updates_per_second, step)
         self.writer.add_scalar("charts/learning_rate", status.learning_rate, step)

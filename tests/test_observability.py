@@ -103,8 +103,11 @@ def test_metrics_move_with_get_status(tmp_path: Path, server_factory, worker_fac
 @pytest.mark.parametrize(
     ("algo", "tags"),
     [
-        ("a3c", {"losses/policy_loss", "losses/value_loss", "losses/entropy"}),
-        ("q1", {"losses/q_loss", "charts/epsilon_min", "charts/epsilon_mean", "charts/epsilon_max"}),
+        ("a3c", {"losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/explained_variance",
+                 "diagnostics/grad_norm", "diagnostics/update_ratio/policy_body.0.weight",
+                 "diagnostics/update_ratio/value.bias"}),
+        ("q1", {"losses/q_loss", "charts/epsilon_min", "charts/epsilon_mean", "charts/epsilon_max",
+                "diagnostics/grad_norm", "diagnostics/update_ratio/q.weight"}),
     ],
 )
 def test_tensorboard_event_files_have_the_stable_tags(tmp_path: Path, server_factory, worker_factory, algo, tags):

@@ -15,6 +15,7 @@ import torch
 
 from asyncrl.common.algorithms import METHODS, METHODS_BY_WIRE
 from asyncrl.common.config import WorkerOptions
+from asyncrl.common.diagnostics import GRAD_NORM, DeadUnits, gradient_norm
 from asyncrl.common.models import build_model, flatten_gradients, flatten_parameters
 from asyncrl.common.seeding import derive_seed
 from asyncrl.v1 import parameter_server_pb2 as pb
@@ -75,6 +76,7 @@ class Worker:
             raise RuntimeError(f"the server's parameter layout {[s.name for s in self.config.model.layout]} is not "
                                f"this worker's {names}: a server and worker of different asyncrl versions?")
         self.weights, self.gradients = flatten_parameters(self.model), flatten_gradients(self.model)
+        self.dead_units = DeadUnits(self.model)
         seeds = [derive_seed(seed, copy) for copy in range(self.num_envs)]
         rng = np.random.default_rng(derive_seed(seed, self.num_envs))
         if self.method.value_based:
@@ -130,9 +132,11 @@ class Worker:
             return True
         base_version = self.version
         rollout = self.actor.rollout(self.model, self.method.rollout_steps(self.config))
-        loss = self.method.loss(self.model, self.target_model, rollout, self.config)
+        with self.dead_units.measuring():
+            loss = self.method.loss(self.model, self.target_model, rollout, self.config)
         self.gradients.zero_()
         loss.total.backward()
+        metrics = {**loss.metrics(), GRAD_NORM: gradient_norm(self.gradients), **self.dead_units.metrics()}
         self.pending_episodes += self.actor.take_finished_episodes()
         if self._finish_push():
             return True
@@ -140,7 +144,7 @@ class Worker:
         episodes, self.pending_episodes = self.pending_episodes, []
         epsilons = self.policy.epsilons.tolist() if isinstance(self.policy, EpsilonGreedyPolicy) else []
         update = Update(base_version, self.sequence_number, rollout.steps * self.actor.frames_per_step,
-                        self.gradients, episodes, epsilons, loss.metrics())
+                        self.gradients, episodes, epsilons, metrics)
         self.in_flight = _PushInFlight(self.connection.start_push(self.worker_id, update), episodes)
         return False if self.overlap else self._finish_push()
 

@@ -15,12 +15,14 @@ than from 0.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from asyncrl.common.algorithms.returns import n_step_returns
+from asyncrl.common.diagnostics import explained_variance
 from asyncrl.common.models import is_recurrent
 from asyncrl.common.rollout import Rollout
 
@@ -33,14 +35,18 @@ class ActorCriticLoss:
     policy: torch.Tensor
     value: torch.Tensor
     entropy: torch.Tensor
+    explained_variance: float
 
     def metrics(self) -> dict[str, float]:
-        """The parts under the stable names the server logs to TensorBoard."""
-        return {
+        """The parts under the stable names the server logs to TensorBoard (cleanrl's tags)."""
+        metrics = {
             "losses/policy_loss": self.policy.item(),
             "losses/value_loss": self.value.item(),
             "losses/entropy": self.entropy.item(),
         }
+        if math.isfinite(self.explained_variance):
+            metrics["losses/explained_variance"] = self.explained_variance
+        return metrics
 
 
 def actor_critic_loss(
@@ -64,7 +70,8 @@ def actor_critic_loss(
     entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
     value_loss = 0.5 * (returns - values).pow(2).mean()
     total = policy_loss + value_loss_coef * value_loss - entropy_beta * entropy
-    return ActorCriticLoss(total=total, policy=policy_loss, value=value_loss, entropy=entropy)
+    return ActorCriticLoss(total=total, policy=policy_loss, value=value_loss, entropy=entropy,
+                           explained_variance=explained_variance(values.detach(), returns))
 
 
 def rollout_loss(model: torch.nn.Module, rollout: Rollout, gamma: float, entropy_beta: float,
