@@ -10,7 +10,7 @@ BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/.bin/buf
 GENERATED := proto/asyncrl/v1/parameter_server_pb2.py proto/asyncrl/v1/parameter_server_pb2_grpc.py
 
-.PHONY: all install train test proto lint bench bench-atari clean
+.PHONY: all install train test proto lint bench bench-atari bench-learn clean
 
 all: test
 
@@ -57,6 +57,14 @@ bench-atari: install
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/bench.py --env-id ALE/Pong-v5 --envs 4 --skip-train --seconds 20 --warmup 5 \
 		--train-workers 1 --score-frames 20000
+
+# Learning curves beside stable-baselines3 A2C, written to docs/results/ (Acrobot: a few minutes on 2 cores).
+# Pong to +18 takes hours here: .venv/bin/python benchmarks/learning.py --env-id ALE/Pong-v5 --frames 20000000
+# --sb3-frames 2000000 (see README, "Learning results").
+bench-learn: install
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) benchmarks/learning.py --env-id CartPole-v1 --frames 500000
+	$(PY) benchmarks/learning.py --env-id Acrobot-v1 --frames 500000
 
 clean:
 	rm -rf $(VENV) .tools runs build *.egg-info

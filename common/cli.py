@@ -39,6 +39,7 @@ from asyncrl.common.config import (  # noqa: E402
     WorkerOptions,
     add_arguments,
     from_namespace,
+    run_config_from,
 )
 
 
@@ -91,9 +92,11 @@ def _positive_int(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from asyncrl.common.envs import EnvSpecError
+
     try:
         return _run(args)
-    except ConfigError as error:
+    except (ConfigError, EnvSpecError) as error:
         parser.exit(2, f"asyncrl {args.command}: error: {error}\n")
     except KeyboardInterrupt:
         return 130
@@ -105,9 +108,17 @@ def configure_logging(level: str) -> None:
     )
 
 
+def _run_config(args: argparse.Namespace) -> RunConfig:
+    """The run's config on its env's preset; the env is made once here, so that a bad env id or an env
+    asyncrl can't train ends the command with one line before any process starts."""
+    from asyncrl.common.envs import env_dimensions
+
+    return run_config_from(args, image_observations=lambda env_id: len(env_dimensions(env_id)[0]) == 3)
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command == "server":
-        run_config, options = from_namespace(RunConfig, args), from_namespace(ServerOptions, args)
+        run_config, options = _run_config(args), from_namespace(ServerOptions, args)
         configure_logging(options.log_level)
         from asyncrl.server.app import serve
 
@@ -119,7 +130,10 @@ def _run(args: argparse.Namespace) -> int:
 
         return run_worker(worker_options)
     if args.command == "train":
-        train_options, run_config = from_namespace(TrainOptions, args), from_namespace(RunConfig, args)
+        from asyncrl.common.presets import PRESETS
+
+        run_config = _run_config(args)
+        train_options = from_namespace(TrainOptions, args, defaults=PRESETS[run_config.preset].launcher)
         from asyncrl.common.launcher import train
 
         return train(run_config, train_options)

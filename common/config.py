@@ -17,11 +17,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from asyncrl.common.presets import PRESETS, family_of, preset_defaults
+
 ALGORITHMS = ("a3c", "q1", "sarsa1", "nstep-q")
 """The paper's methods: A3C, one-step Q-learning, one-step SARSA, n-step Q-learning."""
 
 LR_SCHEDULES = ("linear", "constant")
-NETWORKS = ("auto", "mlp", "atari", "atari-lstm")
+NETWORKS = ("auto", "mlp", "mlp-separate", "atari", "atari-lstm")
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
 ENV_PREFIX = "ASYNCRL_"
 
@@ -65,6 +67,11 @@ class _Checked:
 class RunConfig(_Checked):
     """The training run: the server enforces it and tells every worker at registration."""
 
+    preset: str = _setting(
+        "classic", "defaults for an env family, applied before every other setting: classic (vector "
+        "observations) or atari (ALE games, image observations); the other fields' defaults shown here are "
+        "classic's", choices=tuple(PRESETS), shown="chosen by --env-id",
+    )
     algo: str = _setting(
         "a3c", "learning method: a3c, q1 (one-step Q), sarsa1 (one-step SARSA), nstep-q (n-step Q)",
         choices=ALGORITHMS,
@@ -84,10 +91,17 @@ class RunConfig(_Checked):
     rmsprop_eps: float = _setting(
         1e-5, "RMSProp epsilon, added to the squared-gradient average inside the square root", check=_positive
     )
+    rmsprop_init: float = _setting(
+        0.0, "initial value of RMSProp's squared-gradient average: 0 as torch's RMSprop, 1 as TensorFlow's (a "
+        "warm-up: early steps are lr x gradient, growing to RMSProp's normalised steps over ~1/(1-decay) updates)",
+        check=_non_negative,
+    )
     max_grad_norm: float = _setting(40.0, "global-norm gradient clipping threshold (0 disables)", check=_non_negative)
     network: str = _setting(
-        "auto", "the network: 'mlp' (vector observations), 'atari' (the paper's conv net, FF), 'atari-lstm' "
-        "(A3C with 256 LSTM cells after the fc layer); 'auto' picks atari for image observations, else mlp",
+        "auto", "the network: 'mlp' (vector observations, one body shared by the heads), 'mlp-separate' (A3C: "
+        "separate policy and value MLPs), 'atari' (the paper's conv net, FF), 'atari-lstm' (A3C with 256 LSTM "
+        "cells after the fc layer); 'auto' picks atari for image observations, else mlp-separate for A3C and "
+        "mlp for the Q methods",
         choices=NETWORKS,
     )
     hidden_sizes: tuple[int, ...] = _setting((64, 64), "MLP hidden layer widths, comma-separated (empty: a linear model)")
@@ -117,7 +131,9 @@ class RunConfig(_Checked):
     )
     max_frames: int = _setting(1_000_000, "frame budget: training ends when T reaches it", check=_positive)
     target_return: float | None = _setting(
-        475.0, "training ends when the mean return of the last 100 episodes reaches this ('none' disables)"
+        475.0, "training ends when the mean return of the last 100 episodes reaches this ('none' disables)",
+        shown="the task's conventional score where there is one (CartPole-v1 475, Acrobot-v1 -100, Pong 18), "
+        "else none",
     )
     max_staleness: int = _setting(
         32, "pushes computed against a version more than this many updates old are refused (ABORTED)", check=_positive
@@ -127,8 +143,8 @@ class RunConfig(_Checked):
         super().__post_init__()
         if any(width <= 0 for width in self.hidden_sizes):
             raise ConfigError(_bad(self, "hidden_sizes", self.hidden_sizes, "must be positive widths, e.g. 64,64"))
-        if self.network == "atari-lstm" and self.algo != "a3c":
-            raise ConfigError(_bad(self, "network", self.network, "the LSTM network is for --algo a3c only"))
+        if self.network in ("atari-lstm", "mlp-separate") and self.algo != "a3c":
+            raise ConfigError(_bad(self, "network", self.network, "this network is for --algo a3c only"))
         if not all(0 <= e <= 1 for e in self.epsilon_values) or not self.epsilon_values:
             raise ConfigError(_bad(self, "epsilon_values", self.epsilon_values, "must be rates in [0, 1]"))
         probabilities = self.epsilon_probabilities
@@ -250,7 +266,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, title: str) -> Non
         if flag_name(f.name) in parser._option_string_actions:  # shared flag, e.g. --log-level
             continue
         default = f.default
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        shown = f.metadata.get("shown", ",".join(map(str, default)) if isinstance(default, tuple) else default)
         kwargs: dict[str, Any] = {"dest": f.name, "default": None, "metavar": f.name.upper()}
         if hints[f.name] is bool:
             kwargs = {"dest": f.name, "default": None, "action": "store_const", "const": "true"}
@@ -259,8 +275,54 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, title: str) -> Non
         )
 
 
-def from_namespace(cls: type[Options], args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> Options:
-    """Builds cls from flags, falling back to ASYNCRL_* variables, then to defaults."""
+def from_namespace(
+    cls: type[Options], args: argparse.Namespace, environ: Mapping[str, str] = os.environ,
+    defaults: Mapping[str, Any] | None = None,
+) -> Options:
+    """Builds cls from flags, falling back to ASYNCRL_* variables, then to defaults, then to the fields' own."""
+    return cls(**{**(defaults or {}), **_read(cls, args, environ)})
+
+
+def run_config_from(
+    args: argparse.Namespace, environ: Mapping[str, str] = os.environ,
+    image_observations: Callable[[str], bool] = lambda env_id: False,
+) -> RunConfig:
+    """The RunConfig of flags and ASYNCRL_* variables on top of the preset for the env's family.
+
+    The preset is --preset's, or the family that env_id (and, through image_observations,
+    its observation space) belongs to.
+    """
+    values = _read(RunConfig, args, environ)
+    env_id = values.get("env_id", RunConfig.env_id)
+    preset = values.get("preset") or family_of(env_id, image_observations(env_id))
+    if preset not in PRESETS:
+        raise ConfigError(_bad(RunConfig, "preset", preset, f"must be one of {', '.join(PRESETS)}"))
+    return RunConfig(**{**preset_defaults(preset, env_id), **values, "preset": preset})
+
+
+def preset_baseline(config: RunConfig) -> dict[str, Any]:
+    """What config's preset alone gives every field: the values a run with no other flag would have."""
+    defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+    return {**defaults, **preset_defaults(config.preset, config.env_id), "preset": config.preset}
+
+
+def describe_preset(config: RunConfig) -> str:
+    """One line for the start of a run: the preset, the values it set, and the fields set otherwise."""
+    baseline = preset_baseline(config)
+    preset = PRESETS[config.preset]
+    own = [f"{name}={_text(baseline[name])}" for name in preset_defaults(config.preset, config.env_id)]
+    changed = [f"{name}={_text(getattr(config, name))}" for name in baseline
+               if name != "env_id" and getattr(config, name) != baseline[name]]
+    return (f"preset {preset.name} ({preset.description}): {' '.join(own)}"
+            + (f"; set by flag or environment: {' '.join(changed)}" if changed else ""))
+
+
+def _text(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else ("none" if value is None else str(value))
+
+
+def _read(cls: type, args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Any]:
+    """The fields set by a flag or, failing that, by an ASYNCRL_* variable, parsed to their types."""
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
@@ -274,7 +336,7 @@ def from_namespace(cls: type[Options], args: argparse.Namespace, environ: Mappin
             values[f.name] = _parser_for(hints[f.name])(text)
         except ValueError as error:
             raise ConfigError(f"{source} = {text!r}: expected {_describe(hints[f.name])} ({error})") from None
-    return cls(**values)
+    return values
 
 
 def _describe(annotation: Any) -> str:
@@ -285,16 +347,16 @@ def _describe(annotation: Any) -> str:
     return {int: "an integer", float: "a number", bool: "true or false", str: "text"}.get(annotation, str(annotation))
 
 
-def to_cli_args(options: Any) -> list[str]:
-    """The flags that reproduce options in a child process (only those that differ from the default)."""
+def to_cli_args(options: Any, baseline: Mapping[str, Any] | None = None) -> list[str]:
+    """The flags that reproduce options in a child process: those that differ from baseline (default: the
+    fields' own defaults; for a RunConfig, pass preset_baseline so that the child's preset gives the rest)."""
     args: list[str] = []
     for f in dataclasses.fields(options):
         value = getattr(options, f.name)
-        if value == f.default:
+        if value == (baseline[f.name] if baseline is not None else f.default):
             continue
-        if isinstance(value, bool):  # every boolean defaults to False, so this one is set
-            args.append(flag_name(f.name))
+        if isinstance(value, bool):
+            args += [flag_name(f.name)] if value else []
             continue
-        text = ",".join(map(str, value)) if isinstance(value, tuple) else ("none" if value is None else str(value))
-        args += [flag_name(f.name), text]
+        args += [flag_name(f.name), _text(value)]
     return args

@@ -34,7 +34,7 @@ def make_env(env_id: str, repeat_action_probability: float = 0.0, render_mode: s
         gym.register_envs(ale_py)
         env = gym.make(env_id, frameskip=1, repeat_action_probability=repeat_action_probability,
                        full_action_space=False, render_mode=render_mode)
-    except gym.error.Error as error:
+    except (gym.error.Error, ImportError) as error:  # unknown id, missing optional dependency, bad module
         raise EnvSpecError(f"cannot make environment {env_id!r}: {error}") from None
     env = gym.wrappers.AtariPreprocessing(
         env, noop_max=ATARI_NOOP_MAX, frame_skip=ATARI_FRAME_SKIP, screen_size=ATARI_SCREEN, grayscale_obs=True,

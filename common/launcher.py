@@ -18,15 +18,19 @@ from pathlib import Path
 
 import grpc
 
-from asyncrl.common.config import RunConfig, TrainOptions, to_cli_args
+from asyncrl.common.config import RunConfig, TrainOptions, describe_preset, preset_baseline, to_cli_args
 from asyncrl.common.plot import plot_run
 from asyncrl.common.progress import progress_line
 from asyncrl.common import checkpoint
 from asyncrl.v1 import parameter_server_pb2 as pb
 from asyncrl.v1 import parameter_server_pb2_grpc as pb_grpc
 
-CSV_FIELDS = ("wall_seconds", "global_frames", "version", "frames_per_second", "updates_per_second",
-              "mean_return_100", "episodes_completed", "live_workers")
+STATUS_FIELDS = ("global_frames", "version", "frames_per_second", "updates_per_second", "mean_return_100",
+                 "episodes_completed", "live_workers")
+# Diagnostics from GetStatus.metrics (the workers' recent means), as CSV columns; empty when not reported.
+METRIC_COLUMNS = {"entropy": "losses/entropy", "explained_variance": "losses/explained_variance",
+                  "grad_norm": "diagnostics/grad_norm"}
+CSV_FIELDS = ("wall_seconds", *STATUS_FIELDS, *METRIC_COLUMNS)
 _PR_SET_PDEATHSIG = 1
 POLL_SECONDS = 0.2
 
@@ -78,13 +82,14 @@ def train(config: RunConfig, options: TrainOptions) -> int:
     checkpoint_dir = run_dir / "checkpoints"
     csv_path = run_dir / "progress.csv"
     server = _start(
-        ["server", *to_cli_args(config), "--port", "0", "--port-file", str(port_file),
+        ["server", "--preset", config.preset, *to_cli_args(config, preset_baseline(config)), "--port", "0", "--port-file", str(port_file),
          "--checkpoint-dir", str(checkpoint_dir), "--tensorboard-dir", str(run_dir / "tensorboard"),
          "--linger", "3"],
         run_dir / "server.log",
     )
     processes = [server]
     started = time.monotonic()
+    print(f"asyncrl train: {describe_preset(config)}", flush=True)
     status = pb.GetStatusResponse()
     interrupted = False
     try:
@@ -108,8 +113,7 @@ def train(config: RunConfig, options: TrainOptions) -> int:
                     continue  # shutting down, or briefly busy; poll() decides
                 now = time.monotonic()
                 if now >= next_report or status.training_done:
-                    row = {field: getattr(status, field) for field in CSV_FIELDS if field != "wall_seconds"}
-                    writer.writerow({"wall_seconds": round(now - started, 2), **row})
+                    writer.writerow(csv_row(status, now - started))
                     csv_file.flush()
                     print(progress_line(status), flush=True)
                     next_report = now + options.progress_interval
@@ -134,6 +138,16 @@ def train(config: RunConfig, options: TrainOptions) -> int:
     return 130 if interrupted else 0
 
 
+def csv_row(status: pb.GetStatusResponse, wall_seconds: float) -> dict:
+    """One progress.csv row; mean_return_100 stays empty until an episode has ended."""
+    row: dict = {"wall_seconds": round(wall_seconds, 2), **{field: getattr(status, field) for field in STATUS_FIELDS}}
+    if status.episodes_completed == 0:
+        row["mean_return_100"] = ""
+    for column, name in METRIC_COLUMNS.items():
+        row[column] = round(status.metrics[name], 6) if name in status.metrics else ""
+    return row
+
+
 def _summary(config: RunConfig, checkpoint_dir: Path, csv_path: Path, wall: float, interrupted: bool) -> str:
     """The run's outcome, read from the server's final checkpoint (the last word on T and returns)."""
     latest = checkpoint.load_latest(checkpoint_dir)
@@ -142,12 +156,12 @@ def _summary(config: RunConfig, checkpoint_dir: Path, csv_path: Path, wall: floa
     path, state = latest
     frames, version = state["store"]["global_frames"], state["store"]["version"]
     returns = state["recent_returns"]
-    mean = sum(returns) / len(returns) if returns else 0.0
+    mean = f"{sum(returns) / len(returns):.1f}" if returns else "-"
     return (
         f"\nasyncrl train: {'interrupted' if interrupted else 'finished'} after {wall:.1f}s\n"
         f"  frames (T)          {frames:,d}  ({frames / max(wall, 1e-9):,.0f} frames/s overall)\n"
         f"  updates             {version:,d}\n"
-        f"  mean return (100)   {mean:.1f} over {state['episodes_completed']:,d} episodes "
+        f"  mean return (100)   {mean} over {state['episodes_completed']:,d} episodes "
         f"(target {config.target_return}, budget {config.max_frames:,d} frames)\n"
         f"  final checkpoint    {path}\n"
         f"  progress log        {csv_path}\n"

@@ -32,19 +32,35 @@ def _head(width: int, outputs: int, gain: float) -> nn.Linear:
 
 
 class MLPActorCritic(nn.Module):
-    """An MLP body with a policy head (logits) and a value head: A3C's network for vector observations."""
+    """An MLP body with a policy head (logits) and a value head: A3C's network for vector observations.
 
-    def __init__(self, observation_size: int, num_actions: int, hidden_sizes: tuple[int, ...]) -> None:
+    With shared_body=False the policy and the value each get their own body (as in SB3's
+    and cleanrl's MLP policies). That is the default for vector observations: returns in
+    the hundreds (Acrobot-v1: -100 to -500) make the value loss's gradient swamp a shared
+    body, whose tanh units then saturate and the policy collapses; measured, a shared body
+    never solved Acrobot in 1M frames and two bodies did in ~40k (README, learning results).
+    """
+
+    def __init__(self, observation_size: int, num_actions: int, hidden_sizes: tuple[int, ...],
+                 shared_body: bool = True) -> None:
         super().__init__()
-        self.body, width = mlp_body(observation_size, hidden_sizes)
+        self.shared_body = shared_body
+        if shared_body:
+            self.body, width = mlp_body(observation_size, hidden_sizes)
+        else:
+            self.policy_body, width = mlp_body(observation_size, hidden_sizes)
+            self.value_body, _ = mlp_body(observation_size, hidden_sizes)
         # A near-uniform initial policy keeps early updates small.
         self.policy = _head(width, num_actions, gain=0.01)
         self.value = _head(width, 1, gain=1.0)
 
     def forward(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (policy logits [B, A], state values [B]) for a batch of observations."""
-        features = self.body(observations.flatten(1))
-        return self.policy(features), self.value(features).squeeze(-1)
+        flat = observations.flatten(1)
+        if self.shared_body:
+            features = self.body(flat)
+            return self.policy(features), self.value(features).squeeze(-1)
+        return self.policy(self.policy_body(flat)), self.value(self.value_body(flat)).squeeze(-1)
 
 
 class MLPQNetwork(nn.Module):
@@ -61,7 +77,12 @@ class MLPQNetwork(nn.Module):
 
 
 class AtariBody(nn.Module):
-    """The paper's Atari torso: conv 16 8x8/4, conv 32 4x4/2, fc 256, ReLU after each, on uint8 frames / 255."""
+    """The paper's Atari torso: conv 16 8x8/4, conv 32 4x4/2, fc 256, ReLU after each, on uint8 frames / 255.
+
+    Orthogonal initialisation with gain sqrt(2) (as in OpenAI baselines' and SB3's Atari
+    networks) rather than torch's default, which starts every layer ~1.7x too small for
+    ReLUs (kaiming-uniform with a = sqrt(5)): weak initial features, and units that die.
+    """
 
     def __init__(self, observation_shape: tuple[int, ...]) -> None:
         super().__init__()
@@ -75,6 +96,10 @@ class AtariBody(nn.Module):
             flat = self.conv(torch.zeros(1, channels, height, width)).shape[1]
         self.fc = nn.Sequential(nn.Linear(flat, 256), nn.ReLU())
         self.width = 256
+        for layer in self.modules():
+            if isinstance(layer, (nn.Conv2d, nn.Linear)):
+                nn.init.orthogonal_(layer.weight, gain=math.sqrt(2))
+                nn.init.zeros_(layer.bias)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         return self.fc(self.conv(frames.float() / 255.0))
@@ -140,6 +165,8 @@ def is_recurrent(model: nn.Module) -> bool:
 
 ARCHITECTURES: dict[str, Callable[[pb.ModelSpec], nn.Module]] = {
     "mlp_actor_critic": lambda s: MLPActorCritic(math.prod(s.observation_shape), s.num_actions, tuple(s.hidden_sizes)),
+    "mlp_separate_actor_critic": lambda s: MLPActorCritic(
+        math.prod(s.observation_shape), s.num_actions, tuple(s.hidden_sizes), shared_body=False),
     "mlp_q": lambda s: MLPQNetwork(math.prod(s.observation_shape), s.num_actions, tuple(s.hidden_sizes)),
     "atari_actor_critic": lambda s: AtariActorCritic(tuple(s.observation_shape), s.num_actions),
     "atari_q": lambda s: AtariQNetwork(tuple(s.observation_shape), s.num_actions),

@@ -16,7 +16,7 @@ def plot_run(run_dir: Path) -> Path:
     source = run_dir / "progress.csv"
     if not source.exists():
         raise FileNotFoundError(f"{source} not found: is {run_dir} a directory written by `asyncrl train`?")
-    rows = list(csv.DictReader(open(source)))
+    rows = [row for row in csv.DictReader(open(source)) if row["mean_return_100"] != ""]  # none before an episode
     frames = [int(row["global_frames"]) for row in rows]
     seconds = [float(row["wall_seconds"]) for row in rows]
     returns = [float(row["mean_return_100"]) for row in rows]

@@ -11,12 +11,21 @@ def epsilons_summary(status: pb.GetStatusResponse) -> str:
     return " ".join(f"{e:.2f}" for e in epsilons)
 
 
+def mean_return_text(status: pb.GetStatusResponse, width: int = 6, digits: int = 1) -> str:
+    """The last-100 mean return, or "-" before any episode has ended (GetStatus reports 0 then)."""
+    if status.episodes_completed == 0:
+        return f"{'-':>{width}s}"
+    return f"{status.mean_return_100:{width}.{digits}f}"
+
+
 def progress_line(status: pb.GetStatusResponse) -> str:
     line = (
         f"T={status.global_frames:>9,d}  fps={status.frames_per_second:7.0f}  "
-        f"updates/s={status.updates_per_second:6.1f}  mean_return_100={status.mean_return_100:6.1f}  "
+        f"updates/s={status.updates_per_second:6.1f}  mean_return_100={mean_return_text(status)}  "
         f"episodes={status.episodes_completed:,d}  workers={status.live_workers}"
     )
+    if "losses/entropy" in status.metrics:
+        line += f"  entropy={status.metrics['losses/entropy']:.3f}"
     epsilons = epsilons_summary(status)
     return f"{line}  epsilons=[{epsilons}]" if epsilons else line
 
@@ -29,7 +38,7 @@ def status_report(status: pb.GetStatusResponse) -> str:
         f"updates rejected      {status.updates_rejected:,d}",
         f"frames/s              {status.frames_per_second:,.0f}",
         f"updates/s             {status.updates_per_second:,.1f}",
-        f"mean return (last 100) {status.mean_return_100:.2f}",
+        f"mean return (last 100) {mean_return_text(status, 0, 2)}",
         f"episodes completed    {status.episodes_completed:,d}",
         f"learning rate         {status.learning_rate:.3g}",
         f"training done         {'yes' if status.training_done else 'no'}",

@@ -31,13 +31,14 @@ def run_config_message(config: RunConfig, model: pb.ModelSpec, max_message_bytes
 def model_spec(config: RunConfig) -> pb.ModelSpec:
     """The ModelSpec (architecture and parameter layout) for the run's method and environment."""
     observation_shape, num_actions = env_dimensions(config.env_id)
+    value_based = METHODS[config.algo].value_based
     network = config.network
     if network == "auto":
-        network = "atari" if len(observation_shape) == 3 else "mlp"
-    if network != "mlp" and len(observation_shape) != 3:
+        network = "atari" if len(observation_shape) == 3 else "mlp" if value_based else "mlp-separate"
+    if not network.startswith("mlp") and len(observation_shape) != 3:
         raise ConfigError(f"--network {network}: needs image observations [C, H, W]; {config.env_id} has "
                           f"{list(observation_shape)}")
-    heads = "q" if METHODS[config.algo].value_based else "actor_critic"
+    heads = "q" if value_based else "actor_critic"
     spec = pb.ModelSpec(
         architecture=f"{network.replace('-', '_')}_{heads}",
         observation_shape=list(observation_shape),

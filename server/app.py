@@ -16,7 +16,7 @@ import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from asyncrl.common.config import RunConfig, ServerOptions
+from asyncrl.common.config import RunConfig, ServerOptions, describe_preset
 from asyncrl.common.models import build_model
 from asyncrl.common.tensors import FlatLayout
 from asyncrl.common.wire import model_spec, run_config_message
@@ -146,6 +146,7 @@ def serve(config: RunConfig, options: ServerOptions) -> int:
         Path(options.port_file).write_text(f"{port}\n")
     log.info("serving %s on %s:%d (%s on %s)", SERVICE_NAME, options.host, port,
              servicer.config.algo, servicer.config.env_id)
+    log.info("%s", describe_preset(servicer.config))
     checkpoint_dir = Path(options.checkpoint_dir)
     next_checkpoint = time.monotonic() + options.checkpoint_interval
     next_log = time.monotonic() + 10.0

@@ -11,7 +11,7 @@ from asyncrl.v1 import parameter_server_pb2 as pb
 
 def test_ten_million_parameter_model_fits_default_limits(server_factory):
     """With default limits, a >10M-parameter model's weights come back and its gradients are applied."""
-    server = server_factory("--hidden-sizes", "3400,3000", "--target-return", "none")
+    server = server_factory("--network", "mlp", "--hidden-sizes", "3400,3000", "--target-return", "none")
     reply = register(server.stub)
     layout = reply.config.model.layout
     parameters = sum(math.prod(spec.shape) for spec in layout)

@@ -30,7 +30,8 @@ from asyncrl.v1 import parameter_server_pb2 as pb
 from conftest import ROOT, ServerProcess, pull, register
 
 WORKER_DIR = ROOT / "examples" / "node-worker"
-NO_TARGET = ("--target-return", "none")
+# The Node worker implements the shared-body MLP (mlp_actor_critic), not the default two-body one.
+NODE_RUN = ("--target-return", "none", "--network", "mlp")
 
 
 @pytest.fixture(scope="session")
@@ -124,7 +125,7 @@ def wait_for(predicate, what: str, timeout: float, processes=()):
 
 
 def test_node_worker_trains_until_the_server_says_done(server_factory, start_node, tmp_path):
-    server = server_factory(*NO_TARGET, "--max-frames", "3000", "--seed", "5", "--linger", "30")
+    server = server_factory(*NODE_RUN, "--max-frames", "3000", "--seed", "5", "--linger", "30")
     observer = register(server.stub, "observer")
     before = weights(server, observer.worker_id)
 
@@ -175,7 +176,7 @@ def test_node_gradients_match_pytorch_a3c_loss_and_cartpole_matches_gymnasium(se
     A time limit of 15 steps makes episodes end both ways inside rollouts of 20 steps: terminated
     (bootstrap 0) and truncated (bootstrap from the final observation's value).
     """
-    server = server_factory(*NO_TARGET, "--max-frames", "400", "--t-max", "20", "--entropy-beta", "0.05")
+    server = server_factory(*NODE_RUN, "--max-frames", "400", "--t-max", "20", "--entropy-beta", "0.05")
     config = server.stub.GetConfig(pb.GetConfigRequest(), timeout=10).config
     initial = weights(server, register(server.stub, "observer").worker_id)
     dump = tmp_path / "dump.jsonl"
@@ -241,7 +242,7 @@ def test_stale_pushes_are_refused_and_the_node_workers_recover(server_factory, s
 
     Besides the injected ones, pushes go naturally stale when the other worker's land in between.
     """
-    server = server_factory(*NO_TARGET, "--max-frames", "2000", "--max-staleness", "1")
+    server = server_factory(*NODE_RUN, "--max-frames", "2000", "--max-staleness", "1")
     workers = [start_node(server.address, f"node-stale-{i}", "--stale-every", "5", "--log-every", "1000")
                for i in range(2)]
     summaries = [worker.wait_ok(timeout=60) for worker in workers]
@@ -270,7 +271,7 @@ def _free_port() -> int:
 
 def test_node_worker_survives_a_server_restart(start_node, tmp_path):
     port = _free_port()
-    flags = (*NO_TARGET, "--max-frames", "4000", "--port", str(port), "--checkpoint-interval", "0")
+    flags = (*NODE_RUN, "--max-frames", "4000", "--port", str(port), "--checkpoint-interval", "0")
     servers = [ServerProcess(tmp_path / "server", *flags)]
     try:
         worker = start_node(servers[0].address, "node-restart", "--max-backoff", "0.5", "--log-every", "1000")

@@ -1,0 +1,73 @@
+"""Defaults per environment family: the settings a run starts from before any flag or ASYNCRL_* variable.
+
+One set of hyperparameters does not fit both CartPole and Pong: a 64-64 MLP on 4 numbers
+and a conv net on 84x84x4 frames see gradients of very different sizes, and RMSProp's
+epsilon and the clipping threshold act on those sizes. A preset is the set of RunConfig
+(and launcher) fields a family changes from RunConfig's own defaults, which are the
+classic-control preset. The family is chosen from the env id unless --preset names one;
+every field stays overridable by its own flag, and the run's config (sent to workers,
+written into every checkpoint) records the preset's name beside the values it produced.
+
+Why the Atari values (measured on Pong, see README "Learning results"): the loss is a
+mean over a push's steps, so a conv net's per-parameter gradients are ~1e-4..1e-3,
+far below sqrt(1e-5); with epsilon inside the square root RMSProp then barely rescales
+them and most of the network hardly moves (the policy stayed uniform for 9M frames).
+A tiny epsilon (1e-10 inside the root, i.e. torch's 1e-5 outside it) lets RMSProp
+normalise every parameter's step, clipping at 0.5 bounds the rare large gradient, and
+orthogonal initialisation (common/models.py) keeps the ReLU units alive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A family's defaults: RunConfig fields (run) and `asyncrl train` launcher fields (launcher)."""
+
+    name: str
+    description: str
+    run: Mapping[str, Any] = field(default_factory=dict)
+    launcher: Mapping[str, Any] = field(default_factory=dict)
+
+
+CLASSIC = Preset("classic", "vector observations (classic control): RunConfig's own defaults")
+ATARI = Preset(
+    "atari",
+    "ALE games and other image observations: the paper's conv net, A2C/A3C Atari optimiser settings",
+    run={
+        "learning_rate": 7e-4,
+        "rmsprop_eps": 1e-5,
+        "rmsprop_init": 1.0,
+        "max_grad_norm": 0.5,
+        "max_frames": 20_000_000,
+        "max_staleness": 64,
+    },
+    launcher={"workers": 2, "envs": 8},
+)
+PRESETS: dict[str, Preset] = {preset.name: preset for preset in (CLASSIC, ATARI)}
+
+# The mean return (last 100 episodes) that ends a run by default, where a task has a
+# conventional one: gymnasium's reward_threshold for classic control, +18 for Pong (the
+# paper's Fig. 1 plateau is ~20). Other envs run to --max-frames.
+TARGET_RETURNS: dict[str, float] = {
+    "CartPole-v1": 475.0,
+    "CartPole-v0": 195.0,
+    "Acrobot-v1": -100.0,
+    "MountainCar-v0": -110.0,
+    "LunarLander-v3": 200.0,
+    "ALE/Pong-v5": 18.0,
+}
+
+
+def family_of(env_id: str, image_observations: bool = False) -> str:
+    """The preset for an env: atari for ALE ids and image observations, classic otherwise."""
+    return ATARI.name if env_id.startswith("ALE/") or image_observations else CLASSIC.name
+
+
+def preset_defaults(preset: str, env_id: str) -> dict[str, Any]:
+    """The RunConfig values a preset gives env_id: the family's, and the task's target return."""
+    return {**PRESETS[preset].run, "target_return": TARGET_RETURNS.get(env_id)}
