@@ -2,33 +2,56 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-import math
-import re
 import threading
 import time
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 import grpc
-import torch
 
-from asyncrl.common import tensors
 from asyncrl.common.config import RunConfig
 from asyncrl.common.seeding import derive_seed
 from asyncrl.common.algorithms import METHODS
+from asyncrl.server import validation
 from asyncrl.server.metrics import ServerMetrics
 from asyncrl.server.registry import UnknownWorker, WorkerRecord, WorkerRegistry
 from asyncrl.server.stats import RunStats
 from asyncrl.server.store import ParameterStore, Snapshot
+from asyncrl.server.validation import Refusal
 from asyncrl.v1 import parameter_server_pb2 as pb
 from asyncrl.v1 import parameter_server_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
 CURRENT_VERSION_KEY = "asyncrl-current-version"
-METRIC_NAME = re.compile(r"(losses|diagnostics)/[a-z0-9_]{1,64}(/[a-z0-9_]{1,64})?")
 UPDATE_RATIO_PREFIX = "diagnostics/update_ratio/"
-MAX_METRICS = 16
+
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+def internal_on_unexpected(handler: Handler) -> Handler:
+    """An RPC whose unexpected exception becomes INTERNAL, with a message and a logged traceback.
+
+    gRPC would answer UNKNOWN with no detail; INTERNAL tells the caller it is the server's
+    fault. Refusals (context.abort, which sets the code) and in-process calls without a
+    context pass through unchanged.
+    """
+
+    @functools.wraps(handler)
+    def answer(self: Any, request: Any, context: grpc.ServicerContext | None) -> Any:
+        try:
+            return handler(self, request, context)
+        except Exception as error:
+            if context is None or context.code() is not None:
+                raise
+            log.exception("%s failed", handler.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"{handler.__name__}: internal error: {type(error).__name__}: "
+                          f"{str(error)[:500]}")
+            raise  # unreachable: abort raises
+
+    return answer  # type: ignore[return-value]
 
 
 class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
@@ -58,16 +81,13 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
 
     # --- RPCs -----------------------------------------------------------------------------
 
+    @internal_on_unexpected
     def RegisterWorker(self, request: pb.RegisterWorkerRequest, context: grpc.ServicerContext):
-        ours = METHODS[self.config.algo].wire
-        if request.algorithm not in (pb.ALGORITHM_UNSPECIFIED, ours):
-            context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"this server runs {pb.Algorithm.Name(ours)}, the worker implements "
-                f"{pb.Algorithm.Name(request.algorithm) if request.algorithm in pb.Algorithm.values() else request.algorithm}",
-            )
-        if request.num_envs < 0:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"num_envs must be >= 0, got {request.num_envs}")
+        try:
+            validation.check_registration(request, METHODS[self.config.algo].wire)
+        except Refusal as refusal:
+            log.warning("refused registration (%s): %s", refusal.reason, refusal.message)
+            context.abort(refusal.code, refusal.message)
         record = self.registry.register(request.name, request.num_envs)
         log.info("registered worker %d (%r, %d env copies)", record.worker_id, request.name, request.num_envs)
         return pb.RegisterWorkerResponse(
@@ -77,18 +97,22 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
             heartbeat_interval_seconds=self.heartbeat_interval,
         )
 
+    @internal_on_unexpected
     def GetConfig(self, request: pb.GetConfigRequest, context: grpc.ServicerContext):
         return pb.GetConfigResponse(config=self.config_message)
 
+    @internal_on_unexpected
     def PullWeights(self, request: pb.PullWeightsRequest, context: grpc.ServicerContext):
         with self.metrics.pull_latency.time():
             return self._pull_weights(request, context)
 
     def _pull_weights(self, request: pb.PullWeightsRequest, context: grpc.ServicerContext) -> pb.PullWeightsResponse:
+        try:
+            validation.check_pull(request)
+        except Refusal as refusal:
+            context.abort(refusal.code, refusal.message)
         self._known_worker(request.worker_id, context)
         dtype = request.dtype or pb.DTYPE_FLOAT32
-        if dtype not in tensors.TORCH_DTYPES:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unsupported dtype {dtype} for pulled weights")
         snapshot, target = self.store.snapshot(), self.store.target()
         reply = pb.PullWeightsResponse(
             version=snapshot.version,
@@ -102,6 +126,7 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
             reply.target_parameters.extend(self._encoded_weights(target, dtype))
         return reply
 
+    @internal_on_unexpected
     def PushGradients(self, request: pb.PushGradientsRequest, context: grpc.ServicerContext):
         with self.metrics.push_latency.time():
             return self._push_gradients(request, context)
@@ -113,13 +138,18 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
         with record.push_lock:
             if request.sequence_number == record.last_sequence and record.last_reply is not None:
                 return record.last_reply  # a retry of a push already applied
-            self._validate_push_header(request, record, context)
-            gradients = self._decode_gradients(request, context)
+            try:
+                validation.check_push(request, record, self.config_message, self.store.snapshot())
+                gradients = validation.decode_gradients(request, self.store.layout)
+            except Refusal as refusal:
+                self._reject(context, refusal)
             if self.training_done.is_set():
                 snapshot = self.store.snapshot()
             else:
                 self.metrics.staleness.observe(self.store.version - request.base_version)
                 snapshot = self.store.apply(gradients, request.frames)
+                # Applied: from here on the number is used, even if something below fails.
+                record.last_sequence, record.last_reply = request.sequence_number, None
                 self.stats.record_update()
                 self.stats.record_episodes([e.episode_return for e in request.episodes])
                 self.stats.record_metrics(dict(request.metrics))
@@ -141,6 +171,7 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
             record.last_sequence, record.last_reply = request.sequence_number, reply
             return reply
 
+    @internal_on_unexpected
     def GetStatus(self, request: pb.GetStatusRequest, context: grpc.ServicerContext):
         snapshot = self.store.snapshot()
         frames_per_second, updates_per_second = self.stats.rates(snapshot.global_frames)
@@ -159,6 +190,7 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
             training_done=self.training_done.is_set(),
             learning_rate=self.store.learning_rate(),
             uptime_seconds=time.monotonic() - self.started,
+            checkpoint_failures=sum(self.stats.checkpoint_failures.values()),
             metrics={**self.stats.recent_metrics(),
                      **{UPDATE_RATIO_PREFIX + name: ratio for name, ratio in self.store.update_ratios.items()}},
         )
@@ -194,63 +226,13 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
             )
             raise  # unreachable: abort raises
 
-    def _reject(self, context: grpc.ServicerContext, code: grpc.StatusCode, reason: str, message: str) -> None:
-        self.stats.record_rejection(reason)
-        log.warning("rejected push (%s): %s", reason, message)
-        context.abort(code, message)
-
-    def _validate_push_header(
-        self, request: pb.PushGradientsRequest, record: WorkerRecord, context: grpc.ServicerContext
-    ) -> None:
-        invalid = grpc.StatusCode.INVALID_ARGUMENT
-        if request.sequence_number <= record.last_sequence:
-            self._reject(
-                context, invalid, "bad_sequence",
-                f"sequence_number {request.sequence_number} is not above the last applied {record.last_sequence}",
-            )
-        if request.frames < 0:
-            self._reject(context, invalid, "bad_frames", f"frames must be >= 0, got {request.frames}")
-        current = self.store.version
-        if request.base_version > current:
-            self._reject(
-                context, invalid, "bad_version", f"base_version {request.base_version} is newer than the server's {current}"
-            )
-        if current - request.base_version > self.config.max_staleness:
-            context.set_trailing_metadata(((CURRENT_VERSION_KEY, str(current)),))
-            self._reject(
-                context, grpc.StatusCode.ABORTED, "stale",
-                f"gradients computed against version {request.base_version} are more than "
-                f"{self.config.max_staleness} updates behind the current version {current}: pull and recompute",
-            )
-        if request.reply_weights_dtype and request.reply_weights_dtype not in tensors.TORCH_DTYPES:
-            self._reject(context, invalid, "bad_dtype", f"unsupported reply_weights_dtype {request.reply_weights_dtype}")
-        if not all(0.0 <= epsilon <= 1.0 for epsilon in request.epsilons):  # NaN fails too
-            self._reject(context, invalid, "bad_epsilon", f"epsilons must be in [0, 1], got {list(request.epsilons)}")
-        if len(request.metrics) > MAX_METRICS or not all(
-            METRIC_NAME.fullmatch(name) and math.isfinite(value) for name, value in request.metrics.items()
-        ):
-            self._reject(context, invalid, "bad_metrics",
-                         f"metrics must be at most {MAX_METRICS} finite values named (losses|diagnostics)/[a-z0-9_]+, "
-                         f"got {dict(request.metrics)}")
-        for episode in request.episodes:
-            if not (math.isfinite(episode.episode_return) and episode.length >= 0):
-                self._reject(context, invalid, "bad_episode", f"episode result {episode} is not finite")
-
-    def _decode_gradients(self, request: pb.PushGradientsRequest, context: grpc.ServicerContext) -> torch.Tensor:
-        """The push's gradients as one flat float32 vector in the layout, or the push is refused."""
-        layout = self.store.layout
-        try:
-            gradient = layout.decode(request.gradients, "gradients")
-        except tensors.TensorFormatError as error:
-            self._reject(context, grpc.StatusCode.INVALID_ARGUMENT, "bad_layout", str(error))
-            raise  # unreachable: abort raises
-        finite = torch.isfinite(gradient)
-        if not finite.all():
-            name = layout.locate(int(torch.argmin(finite.to(torch.uint8))))
-            self._reject(
-                context, grpc.StatusCode.INVALID_ARGUMENT, "not_finite", f"gradient {name!r} contains NaN or Inf"
-            )
-        return gradient
+    def _reject(self, context: grpc.ServicerContext, refusal: Refusal) -> None:
+        """Counts and logs a refused push, then answers it with the refusal's status."""
+        self.stats.record_rejection(refusal.reason)
+        log.warning("rejected push (%s): %s", refusal.reason, refusal.message)
+        if refusal.current_version is not None:
+            context.set_trailing_metadata(((CURRENT_VERSION_KEY, str(refusal.current_version)),))
+        context.abort(refusal.code, refusal.message)
 
     def _check_training_done(self, global_frames: int) -> None:
         target = self.config.target_return

@@ -33,6 +33,8 @@ class RunStats:
         self.episodes_completed = episodes_completed
         self.updates_applied = 0
         self.rejections: Counter[str] = Counter()
+        # Failed writes to the checkpoint directory, by file ("checkpoint", "next_worker_id").
+        self.checkpoint_failures: Counter[str] = Counter()
         self.frame_rate = RateMeter()
         self.update_rate = RateMeter()
         self._lock = threading.Lock()
@@ -60,6 +62,10 @@ class RunStats:
     def record_rejection(self, reason: str) -> None:
         with self._lock:
             self.rejections[reason] += 1
+
+    def record_checkpoint_failure(self, kind: str) -> None:
+        with self._lock:
+            self.checkpoint_failures[kind] += 1
 
     def record_update(self) -> None:
         with self._lock:

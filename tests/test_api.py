@@ -17,6 +17,8 @@ from conftest import ServerProcess, pull, register
 
 SERVICE = "asyncrl.v1.ParameterServerService"
 _names = itertools.count()
+# Pushes of up to 2 x 4 copies x t_max 5 = 40 frames are within the contract's bound.
+WORKER_ENVS = 4
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,8 @@ class Worker:
     def __init__(self, server: ServerProcess, name: str | None = None) -> None:
         self.stub = server.stub
         self.name = name or f"api-worker-{next(_names)}"
-        self.registration = register(self.stub, self.name)
+        self.registration = self.stub.RegisterWorker(
+            pb.RegisterWorkerRequest(name=self.name, num_envs=WORKER_ENVS), timeout=10)
         self.id = self.registration.worker_id
         self.layout = list(self.registration.config.model.layout)
         self.next_sequence = 1
@@ -254,7 +257,7 @@ def test_status_lists_registered_workers(server: ServerProcess) -> None:
     assert workers[first.worker_id].num_envs == 3
     assert workers[first.worker_id].pushes_applied == 0
     assert workers[second.id].name == "status-b"
-    assert workers[second.id].num_envs == 1
+    assert workers[second.id].num_envs == WORKER_ENVS
     assert workers[second.id].pushes_applied == 2
     assert workers[first.worker_id].alive and workers[second.id].alive
     assert status.live_workers >= 2

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import Process, ServerProcess, pull, register
+from conftest import Process, ServerProcess, pull
 
 import cliff_env
 from asyncrl.common import checkpoint, tensors
@@ -133,7 +133,8 @@ def test_epsilon_anneals_linearly_from_one():
 def test_target_network_changes_exactly_at_i_target_boundaries(server_factory):
     """With I_target = 100 and pushes of 30 frames, the target is copied at T = 120, 210, 300 and not between."""
     server = server_factory("--algo", "q1", "--target-update-frames", "100", "--target-return", "none")
-    worker = register(server.stub)
+    # 3 copies x async_update 5 = 15 agent steps a push: 30 frames is within the contract's 2 x 15.
+    worker = server.stub.RegisterWorker(pb.RegisterWorkerRequest(name="q1", num_envs=3), timeout=10)
     layout = worker.config.model.layout
     first = server.stub.PullWeights(pb.PullWeightsRequest(
         worker_id=worker.worker_id, have_version=-1, have_target_version=-1), timeout=10)
@@ -144,7 +145,7 @@ def test_target_network_changes_exactly_at_i_target_boundaries(server_factory):
     for sequence in range(1, 11):
         reply = server.stub.PushGradients(pb.PushGradientsRequest(
             worker_id=worker.worker_id, base_version=sequence - 1, sequence_number=sequence, frames=30,
-            gradients=gradient, epsilons=[0.5]), timeout=10)
+            gradients=gradient, epsilons=[0.5] * 3), timeout=10)
         target_versions.append(reply.target_version)
         if reply.global_frames in (120, 210, 300):  # T crossed 100, 200, 300 with this push
             pulled = pull(server.stub, worker.worker_id, have_version=-1, dtype=pb.DTYPE_FLOAT32)
@@ -157,7 +158,7 @@ def test_target_network_changes_exactly_at_i_target_boundaries(server_factory):
     current = server.stub.PullWeights(pb.PullWeightsRequest(
         worker_id=worker.worker_id, have_version=10, have_target_version=10), timeout=10)
     assert not current.parameters and not current.target_parameters  # nothing new: no payload
-    assert server.status().workers[0].epsilons == [0.5]
+    assert server.status().workers[0].epsilons == [0.5] * 3
 
 
 def test_progress_display_shows_the_epsilons():

@@ -16,6 +16,7 @@ import torch
 from asyncrl.common.algorithms import METHODS, METHODS_BY_WIRE
 from asyncrl.common.config import WorkerOptions
 from asyncrl.common.diagnostics import GRAD_NORM, DeadUnits, gradient_norm
+from asyncrl.common.limits import max_episodes_per_push
 from asyncrl.common.models import build_model, flatten_gradients, flatten_parameters
 from asyncrl.common.seeding import derive_seed
 from asyncrl.v1 import parameter_server_pb2 as pb
@@ -141,7 +142,9 @@ class Worker:
         if self._finish_push():
             return True
         self.sequence_number += 1
-        episodes, self.pending_episodes = self.pending_episodes, []
+        # At most what the contract allows one push; the rest (only after refused pushes) goes with the next.
+        most = max_episodes_per_push(self.config, self.num_envs)
+        episodes, self.pending_episodes = self.pending_episodes[:most], self.pending_episodes[most:]
         epsilons = self.policy.epsilons.tolist() if isinstance(self.policy, EpsilonGreedyPolicy) else []
         update = Update(base_version, self.sequence_number, rollout.steps * self.actor.frames_per_step,
                         self.gradients, episodes, epsilons, metrics)
@@ -154,7 +157,8 @@ class Worker:
     def _finish_push(self) -> bool:
         """Takes the reply of the push in flight, if any; returns whether training is over.
 
-        A refused push gives its episodes back to the next one; a stale one forces a pull.
+        A refused push gives its episodes back to the next one, and its sequence number (the server
+        takes exactly one above the last applied); a stale one forces a pull.
         """
         if self.in_flight is None:
             return False
@@ -163,6 +167,7 @@ class Worker:
             reply = push.reply.result()
         except (StaleGradients, UnknownWorker):
             self.pending_episodes = push.episodes + self.pending_episodes
+            self.sequence_number -= 1
             self.version = -1
             raise
         self.pushes += 1

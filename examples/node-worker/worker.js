@@ -324,6 +324,7 @@ class Worker {
             await this.register();
           } else if (error instanceof StaleGradients) {
             this.stats.aborted += 1;
+            this.sequenceNumber -= 1; // not applied: the server takes exactly one above the last applied push next
             log(`push refused as stale (ABORTED, server at version ${error.currentVersion}): pulling and recomputing`);
             if (await this.pull()) {
               log('server says training is over; exiting');

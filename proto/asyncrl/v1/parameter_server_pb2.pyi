@@ -241,7 +241,7 @@ class WorkerStatus(_message.Message):
     def __init__(self, worker_id: _Optional[int] = ..., name: _Optional[str] = ..., num_envs: _Optional[int] = ..., seconds_since_last_seen: _Optional[float] = ..., alive: _Optional[bool] = ..., pushes_applied: _Optional[int] = ..., epsilons: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("global_frames", "version", "updates_applied", "updates_rejected", "live_workers", "workers", "mean_return_100", "episodes_completed", "frames_per_second", "updates_per_second", "training_done", "uptime_seconds", "learning_rate", "metrics")
+    __slots__ = ("global_frames", "version", "updates_applied", "updates_rejected", "live_workers", "workers", "mean_return_100", "episodes_completed", "frames_per_second", "updates_per_second", "training_done", "uptime_seconds", "learning_rate", "metrics", "checkpoint_failures")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -263,6 +263,7 @@ class GetStatusResponse(_message.Message):
     UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FAILURES_FIELD_NUMBER: _ClassVar[int]
     global_frames: int
     version: int
     updates_applied: int
@@ -277,4 +278,5 @@ class GetStatusResponse(_message.Message):
     uptime_seconds: float
     learning_rate: float
     metrics: _containers.ScalarMap[str, float]
-    def __init__(self, global_frames: _Optional[int] = ..., version: _Optional[int] = ..., updates_applied: _Optional[int] = ..., updates_rejected: _Optional[int] = ..., live_workers: _Optional[int] = ..., workers: _Optional[_Iterable[_Union[WorkerStatus, _Mapping]]] = ..., mean_return_100: _Optional[float] = ..., episodes_completed: _Optional[int] = ..., frames_per_second: _Optional[float] = ..., updates_per_second: _Optional[float] = ..., training_done: _Optional[bool] = ..., uptime_seconds: _Optional[float] = ..., learning_rate: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    checkpoint_failures: int
+    def __init__(self, global_frames: _Optional[int] = ..., version: _Optional[int] = ..., updates_applied: _Optional[int] = ..., updates_rejected: _Optional[int] = ..., live_workers: _Optional[int] = ..., workers: _Optional[_Iterable[_Union[WorkerStatus, _Mapping]]] = ..., mean_return_100: _Optional[float] = ..., episodes_completed: _Optional[int] = ..., frames_per_second: _Optional[float] = ..., updates_per_second: _Optional[float] = ..., training_done: _Optional[bool] = ..., uptime_seconds: _Optional[float] = ..., learning_rate: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., checkpoint_failures: _Optional[int] = ...) -> None: ...

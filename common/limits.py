@@ -1,0 +1,46 @@
+"""The wire contract's bounds on request fields: the server enforces them, the workers keep within them.
+
+Every number a client sends is bounded, so that no request can overflow a counter, grow
+the server's memory or its status replies without limit, or end the run for everyone
+(a push claiming 2**62 frames). parameter_server.proto states the same bounds.
+"""
+
+from __future__ import annotations
+
+from asyncrl.common.algorithms import METHODS_BY_WIRE
+from asyncrl.common.envs import ATARI_FRAME_SKIP, is_atari
+from asyncrl.v1 import parameter_server_pb2 as pb
+
+INT64_MAX = 2**63 - 1
+MAX_NUM_ENVS = 1024
+MAX_NAME_LENGTH = 128
+MAX_ACCEPTED_DTYPES = 16
+# A push may claim up to twice what its worker's env copies make in one rollout: room for a worker
+# that counts a little differently (an extra step at an episode's end), none for one that invents frames.
+PUSH_SLACK = 2
+# Sanity, not authenticity: large enough for any real game's score (Atlantis, Video Pinball ~1e6-1e7),
+# small enough that sums of them stay exact in a double. A client that lies within it is an auth matter.
+MAX_EPISODE_RETURN = 1e9
+MAX_EPISODE_LENGTH = 10**9
+MAX_METRICS = 16
+MAX_METRIC_VALUE = 1e12
+
+
+def frames_per_agent_step(config: pb.RunConfig) -> int:
+    """Env frames one agent step covers: T counts emulator frames, and an Atari step repeats its action 4 times."""
+    return ATARI_FRAME_SKIP if is_atari(config.env_id) else 1
+
+
+def agent_steps_per_push(config: pb.RunConfig, num_envs: int) -> int:
+    """Agent steps one rollout of num_envs copies takes: t_max each (A3C, n-step Q), or async_update (one-step)."""
+    return num_envs * METHODS_BY_WIRE[config.algorithm].rollout_steps(config)
+
+
+def max_frames_per_push(config: pb.RunConfig, num_envs: int) -> int:
+    """The most frames one push of a worker with num_envs copies may add to T."""
+    return PUSH_SLACK * agent_steps_per_push(config, num_envs) * frames_per_agent_step(config)
+
+
+def max_episodes_per_push(config: pb.RunConfig, num_envs: int) -> int:
+    """The most episode results one push may carry: an episode takes at least one agent step."""
+    return PUSH_SLACK * agent_steps_per_push(config, num_envs)
