@@ -9,7 +9,7 @@ stable-baselines3 A2C runs next, in its own process with one torch thread, for
 --sb3-frames (default: the same budget): on classic control with 8 envs and ent_coef 0
 (everything else its default, as RL-zoo does), on Atari with RL-zoo's Pong settings
 (16 envs, AtariWrapper, 4 stacked frames, RMSpropTFLike eps 1e-5, vf_coef 0.25). Both
-record the mean return of their last 100 episodes against frames (Atari: 4 per agent
+record the mean return of their last 100 episodes (once 100 have ended) against frames (Atari: 4 per agent
 step) and wall time from process start.
 
 Writes under docs/results/NAME/ (NAME: --name, default algo-env): asyncrl.csv, sb3_a2c.csv,
@@ -71,17 +71,20 @@ class Record(BaseCallback):
     def _on_training_start(self):
         self.file = open(out, "w", newline="")
         self.writer = csv.writer(self.file)
-        self.writer.writerow(["wall_seconds", "global_frames", "mean_return_100"])
+        self.writer.writerow(["wall_seconds", "global_frames", "mean_return_100", "episodes_completed"])
+        self.episodes = 0
         self.next_row = 0.0
     def _on_step(self):
         buffer = self.model.ep_info_buffer
+        self.episodes += sum("episode" in info for info in self.locals["infos"])
         mean = sum(e["r"] for e in buffer) / len(buffer) if buffer else None
         now = time.perf_counter() - started
-        if mean is not None and now >= self.next_row:
-            self.writer.writerow([round(now, 2), self.model.num_timesteps * frames_per_step, mean])
+        done = target is not None and len(buffer) == 100 and mean >= target
+        if mean is not None and (now >= self.next_row or done):
+            self.writer.writerow([round(now, 2), self.model.num_timesteps * frames_per_step, mean, self.episodes])
             self.file.flush()
             self.next_row = now + 2.0
-        return not (target is not None and len(buffer) == 100 and mean >= target)
+        return not done
     def _on_training_end(self):
         self.file.close()
 
@@ -106,10 +109,12 @@ def run_sb3(args: argparse.Namespace, out: Path) -> None:
 
 
 def read_curve(path: Path) -> list[tuple[float, int, float]]:
-    """(wall seconds, frames, mean return) rows with a mean return."""
+    """(wall seconds, frames, mean return) rows once 100 episodes have ended: before that the mean is of the
+    episodes that ended first, which on Acrobot are the short, successful ones."""
     with open(path) as file:
         return [(float(row["wall_seconds"]), int(row["global_frames"]), float(row["mean_return_100"]))
-                for row in csv.DictReader(file) if row["mean_return_100"] not in ("", None)]
+                for row in csv.DictReader(file)
+                if row["mean_return_100"] not in ("", None) and int(row["episodes_completed"]) >= 100]
 
 
 def first_reach(curve: list[tuple[float, int, float]], milestone: float) -> tuple[int, float] | None:
