@@ -13,11 +13,15 @@ from pathlib import Path
 import grpc
 import pytest
 
+from asyncrl.common import checkpoint
 from asyncrl.v1 import parameter_server_pb2 as pb
 from asyncrl.v1 import parameter_server_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 CHILD_ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+TESTS = Path(__file__).resolve().parent
+# For processes that make the envs written in tests/ ("cliff_env:CliffWalk-v0", "catch_env:Catch-v0").
+WITH_TEST_ENVS = {"PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
 
 
 class Process:
@@ -93,6 +97,31 @@ class ServerProcess(Process):
     def stop(self) -> None:
         self.channel.close()
         super().stop()
+
+
+def run_to_completion(directory: Path, server_flags: list[str], envs: int = 4, timeout: float = 420):
+    """A server and 2 worker processes until training is done; returns (last GetStatus, final checkpoint)."""
+    server = ServerProcess(directory, *server_flags, "--linger", "60", env=WITH_TEST_ENVS)
+    workers = [
+        Process(["worker", "--server", server.address, "--name", f"w{i}", "--envs", str(envs)],
+                directory / f"w{i}.log", WITH_TEST_ENVS)
+        for i in range(2)
+    ]
+    try:
+        deadline = time.monotonic() + timeout
+        status = server.status()
+        while not status.training_done:
+            assert time.monotonic() < deadline, f"no result in {timeout}s: {status}"
+            time.sleep(0.5)
+            status = server.status()
+        for worker in workers:
+            assert worker.wait(timeout=60) == 0, worker.log()[-2000:]
+    finally:
+        for worker in workers:
+            worker.stop()
+        server.stop()
+    _, state = checkpoint.load_latest(server.checkpoint_dir)
+    return status, state
 
 
 def start_worker(directory: Path, address: str, name: str, *flags: str) -> Process:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import torch
+from conftest import TESTS, WITH_TEST_ENVS
 
+from asyncrl.common import checkpoint
 from asyncrl.common.cli import _run_config, build_parser
 from asyncrl.common.config import RunConfig, TrainOptions, from_namespace, preset_baseline, to_cli_args
 from asyncrl.common.launcher import csv_row
@@ -17,8 +17,6 @@ from asyncrl.common.presets import ATARI, PRESETS
 from asyncrl.common.progress import progress_line, status_report
 from asyncrl.v1 import parameter_server_pb2 as pb
 
-TESTS = Path(__file__).resolve().parent
-WITH_TEST_ENVS = {"PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
 
 
 def resolve(*argv: str, environ: dict[str, str] | None = None) -> tuple[RunConfig, TrainOptions]:
@@ -102,8 +100,7 @@ def test_train_prints_its_preset_and_the_checkpoint_stores_it(tmp_path):
                      "--learning-rate", "0.001", "--run-dir", str(tmp_path), timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "preset classic (" in result.stdout and "set by flag or environment: learning_rate=0.001" in result.stdout
-    [checkpoint] = sorted((tmp_path / "checkpoints").glob("checkpoint-*.pt"))[-1:]
-    state = torch.load(checkpoint, weights_only=True)
+    _, state = checkpoint.load_latest(tmp_path / "checkpoints")
     assert state["config"]["preset"] == "classic" and state["config"]["learning_rate"] == 1e-3
     assert "preset classic (" in (tmp_path / "server.log").read_text()
 

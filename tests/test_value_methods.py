@@ -3,48 +3,17 @@
 from __future__ import annotations
 
 import math
-import os
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import Process, ServerProcess, pull
+from conftest import pull, run_to_completion
 
 import cliff_env
-from asyncrl.common import checkpoint, tensors
+from asyncrl.common import tensors
 from asyncrl.v1 import parameter_server_pb2 as pb
 from asyncrl.worker.policies import annealed_epsilon, draw_final_epsilon
-
-TESTS = Path(__file__).resolve().parent
-WITH_TEST_ENVS = {"PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
-
-
-def run_to_completion(directory: Path, server_flags: list[str], envs: int = 4, timeout: float = 420):
-    """A server and 2 worker processes until training is done; returns (last GetStatus, final checkpoint)."""
-    server = ServerProcess(directory, *server_flags, "--linger", "60", env=WITH_TEST_ENVS)
-    workers = [
-        Process(["worker", "--server", server.address, "--name", f"w{i}", "--envs", str(envs)],
-                directory / f"w{i}.log", WITH_TEST_ENVS)
-        for i in range(2)
-    ]
-    try:
-        deadline = time.monotonic() + timeout
-        status = server.status()
-        while not status.training_done:
-            assert time.monotonic() < deadline, f"no result in {timeout}s: {status}"
-            time.sleep(0.5)
-            status = server.status()
-        for worker in workers:
-            assert worker.wait(timeout=60) == 0, worker.log()[-2000:]
-    finally:
-        for worker in workers:
-            worker.stop()
-        server.stop()
-    _, state = checkpoint.load_latest(server.checkpoint_dir)
-    return status, state
-
 
 # CartPole: with these settings each method reached 150 in about 50k-100k frames here;
 # the budget leaves a wide margin. I_target is 4,000 frames rather than the default 40,000,
