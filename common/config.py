@@ -202,8 +202,9 @@ class WorkerOptions(_Checked):
 class TrainOptions(_Checked):
     """The local launcher: one server and N workers as separate processes on localhost."""
 
-    workers: int = _setting(2, "worker processes to start", check=_positive)
-    envs: int = _setting(4, "environment copies per worker (8 in all by default, like A2C's 8 envs)", check=_positive)
+    workers: int = _setting(2, "worker processes to start", check=_positive, shown="the preset's: 2")
+    envs: int = _setting(4, "environment copies per worker (the preset's: 4 for classic, 8 for atari)",
+                         check=_positive, shown="the preset's")
     run_dir: str = _setting("runs/latest", "directory for the CSV log, checkpoints and process logs")
     progress_interval: float = _setting(2.0, "seconds between progress lines", check=_positive)
 
