@@ -92,11 +92,12 @@ def _positive_int(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from asyncrl.common.checkpoint import CheckpointError, NoUsableCheckpoint
     from asyncrl.common.envs import EnvSpecError
 
     try:
         return _run(args)
-    except (ConfigError, EnvSpecError) as error:
+    except (ConfigError, EnvSpecError, CheckpointError, NoUsableCheckpoint) as error:
         parser.exit(2, f"asyncrl {args.command}: error: {error}\n")
     except KeyboardInterrupt:
         return 130

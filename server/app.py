@@ -12,21 +12,17 @@ from concurrent import futures
 from pathlib import Path
 
 import grpc
-import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from asyncrl.common.config import RunConfig, ServerOptions, describe_preset
-from asyncrl.common.models import build_model
-from asyncrl.common.tensors import FlatLayout
-from asyncrl.common.wire import model_spec, run_config_message
+from asyncrl.common.wire import run_config_message
 from asyncrl.common import checkpoint
-from asyncrl.common.algorithms import METHODS
 from asyncrl.server.metrics import ServerMetrics
 from asyncrl.server.registry import WorkerRegistry
+from asyncrl.server.restore import new_run, restored_run
 from asyncrl.server.service import ParameterServerServicer
 from asyncrl.server.stats import RunStats
-from asyncrl.server.store import ParameterStore
 from asyncrl.server.tensorboard import TensorBoardLog
 from asyncrl.v1 import parameter_server_pb2 as pb
 from asyncrl.v1 import parameter_server_pb2_grpc as pb_grpc
@@ -48,41 +44,48 @@ def message_options(max_message_bytes: int) -> list[tuple[str, int]]:
 def build_servicer(
     config: RunConfig, options: ServerOptions, tensorboard: TensorBoardLog | None = None
 ) -> ParameterServerServicer:
-    """A fresh run from config, or, with --resume and a checkpoint present, the checkpointed run."""
+    """A fresh run from config, or, with --resume, the newest checkpoint that verifies and fits its model.
+
+    Raises NoUsableCheckpoint when --resume finds checkpoints and none of them is usable.
+    """
     checkpoint_dir = Path(options.checkpoint_dir)
-    restored = checkpoint.load_latest(checkpoint_dir) if options.resume else None
+    checkpoint.remove_stale_temp_files(checkpoint_dir)
+    restored = checkpoint.load_latest(checkpoint_dir, restored_run) if options.resume else None
     if restored is not None:
-        path, state = restored
-        config = RunConfig(**state["config"])
-        log.info("resuming from %s: T=%d, version %d", path, state["store"]["global_frames"], state["store"]["version"])
-    elif options.resume:
-        log.info("--resume: no checkpoint in %s, starting a new run", options.checkpoint_dir)
-    spec = model_spec(config)
-    torch.manual_seed(config.seed)  # the initial weights; everything after comes from pushes
-    model = build_model(spec)
-    layout = FlatLayout(spec.layout)
-    store = ParameterStore(layout, layout.flatten(model.parameters()), config, has_target=METHODS[config.algo].value_based)
-    stats = RunStats()
-    if restored is not None:
-        store.load_state_dict(state["store"])
-        stats = RunStats(list(state["recent_returns"]), int(state["episodes_completed"]))
-        stats.updates_applied = int(state["updates_applied"])
-    first_id = 1
+        path, run = restored
+        log.info("resuming from %s: T=%d, version %d", path, run.store.global_frames, run.store.version)
+    else:
+        if options.resume:
+            log.info("--resume: no checkpoint in %s, starting a new run", options.checkpoint_dir)
+        run = new_run(config)
+    first_id = run.next_worker_id
     if options.resume:  # after every id given out before, checkpointed or not
-        first_id = max(int(state.get("next_worker_id", 1)) if restored is not None else 1,
-                       checkpoint.load_next_worker_id(checkpoint_dir) or 1)
+        first_id = max(first_id, checkpoint.load_next_worker_id(checkpoint_dir) or 1)
     max_message_bytes = int(options.max_message_mb * 2**20)
     return ParameterServerServicer(
-        config,
-        run_config_message(config, spec, max_message_bytes),
-        store,
+        run.config,
+        run_config_message(run.config, run.spec, max_message_bytes),
+        run.store,
         WorkerRegistry(options.silence_timeout, first_id,
-                       functools.partial(checkpoint.save_next_worker_id, checkpoint_dir)),
-        stats,
+                       functools.partial(_record_next_worker_id, checkpoint_dir, run.stats)),
+        run.stats,
         options.heartbeat_interval,
         ServerMetrics(),
         on_push=tensorboard.record_push if tensorboard is not None else None,
     )
+
+
+def _record_next_worker_id(directory: Path, stats: RunStats, next_id: int) -> None:
+    """Persists the next worker id; a failed write is logged and counted, and the registration goes on.
+
+    Refusing workers because the disk is full would stop the run; the cost of going on is that
+    a server SIGKILLed before its next checkpoint could give an id out twice after --resume.
+    """
+    try:
+        checkpoint.save_next_worker_id(directory, next_id)
+    except OSError as error:
+        stats.record_checkpoint_failure("next_worker_id")
+        log.error("could not record the next worker id %d in %s: %s", next_id, directory, error)
 
 
 def checkpoint_state(servicer: ParameterServerServicer) -> dict:
@@ -133,7 +136,8 @@ def serve(config: RunConfig, options: ServerOptions) -> int:
     tensorboard = TensorBoardLog(options.tensorboard_dir) if options.tensorboard_dir else None
     servicer = build_servicer(config, options, tensorboard)
     server, port, health_servicer = create_server(servicer, options)
-    servicer.metrics.watch(lambda: servicer.GetStatus(pb.GetStatusRequest(), None), lambda: dict(servicer.stats.rejections))
+    servicer.metrics.watch(lambda: servicer.GetStatus(pb.GetStatusRequest(), None),
+                           lambda: dict(servicer.stats.rejections), lambda: dict(servicer.stats.checkpoint_failures))
     if options.metrics_port:
         servicer.metrics.serve(options.host, options.metrics_port)
         log.info("Prometheus metrics on http://%s:%d/metrics", options.host, options.metrics_port)
@@ -172,18 +176,31 @@ def serve(config: RunConfig, options: ServerOptions) -> int:
             next_tensorboard = now + 2.0
     _set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
     server.stop(options.shutdown_grace).wait()
-    _save(servicer, checkpoint_dir, options)
+    saved = _save(servicer, checkpoint_dir, options)
     if tensorboard is not None:
         tensorboard.flush(servicer.GetStatus(pb.GetStatusRequest(), None))
         tensorboard.close()
     log.info("stopped at T=%d, version %d", servicer.store.global_frames, servicer.store.version)
-    return 0
+    if not saved:
+        log.error("the final checkpoint could not be written: --resume would lose the updates since the last one")
+    return 0 if saved else 1
 
 
-def _save(servicer: ParameterServerServicer, directory: Path, options: ServerOptions) -> None:
+def _save(servicer: ParameterServerServicer, directory: Path, options: ServerOptions) -> bool:
+    """Writes a checkpoint; a failure (a full disk) is logged and counted, and the server serves on.
+
+    Returns whether the checkpoint was written. The periodic loop tries again at the next interval.
+    """
     state = checkpoint_state(servicer)
-    path = checkpoint.save(directory, state["store"]["version"], state, options.keep_checkpoints)
-    log.info("checkpoint %s (T=%d, version %d)", path, servicer.store.global_frames, servicer.store.version)
+    version, frames = state["store"]["version"], state["store"]["global_frames"]
+    try:
+        path = checkpoint.save(directory, version, state, options.keep_checkpoints)
+    except OSError as error:
+        servicer.stats.record_checkpoint_failure("checkpoint")
+        log.error("checkpoint of version %d (T=%d) in %s failed: %s", version, frames, directory, error)
+        return False
+    log.info("checkpoint %s (T=%d, version %d)", path, frames, version)
+    return True
 
 
 def _log_progress(servicer: ParameterServerServicer) -> None:

@@ -18,9 +18,11 @@ STALENESS_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128)
 class _RunCollector(Collector):
     """Reads the run's state when Prometheus scrapes, so the numbers agree with GetStatus by construction."""
 
-    def __init__(self, status: Callable[[], pb.GetStatusResponse], rejections: Callable[[], dict[str, int]]) -> None:
+    def __init__(self, status: Callable[[], pb.GetStatusResponse], rejections: Callable[[], dict[str, int]],
+                 checkpoint_failures: Callable[[], dict[str, int]]) -> None:
         self.status = status
         self.rejections = rejections
+        self.checkpoint_failures = checkpoint_failures
 
     def collect(self) -> Iterator[Any]:
         status = self.status()
@@ -29,6 +31,11 @@ class _RunCollector(Collector):
         for reason, count in sorted(self.rejections().items()):
             rejected.add_metric([reason], count)
         yield rejected
+        failures = CounterMetricFamily("asyncrl_checkpoint_failures",
+                                       "Failed writes to the checkpoint directory, by file", labels=["file"])
+        for kind, count in sorted(self.checkpoint_failures().items()):
+            failures.add_metric([kind], count)
+        yield failures
         yield CounterMetricFamily("asyncrl_global_frames", "The global frame counter T", value=status.global_frames)
         gauges = {
             "asyncrl_version": ("Parameter version", status.version),
@@ -62,8 +69,9 @@ class ServerMetrics:
             buckets=STALENESS_BUCKETS, registry=self.registry,
         )
 
-    def watch(self, status: Callable[[], pb.GetStatusResponse], rejections: Callable[[], dict[str, int]]) -> None:
-        self.registry.register(_RunCollector(status, rejections))
+    def watch(self, status: Callable[[], pb.GetStatusResponse], rejections: Callable[[], dict[str, int]],
+              checkpoint_failures: Callable[[], dict[str, int]]) -> None:
+        self.registry.register(_RunCollector(status, rejections, checkpoint_failures))
 
     def serve(self, host: str, port: int) -> None:
         """Serves /metrics over HTTP on a daemon thread."""

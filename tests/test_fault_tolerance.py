@@ -266,11 +266,10 @@ def test_checkpoint_save_that_fails_leaves_nothing_behind(tmp_path, monkeypatch)
     directory = tmp_path / "checkpoints"
     checkpoint.save(directory, 1, _state(1), keep=3)
 
-    def broken_save(obj, handle):
-        handle.write(b"half a checkpoint")
+    def broken_fsync(descriptor: int) -> None:  # the temp file holds the bytes written so far
         raise OSError("disk full")
 
-    monkeypatch.setattr(torch, "save", broken_save)
+    monkeypatch.setattr(os, "fsync", broken_fsync)
     with pytest.raises(OSError, match="disk full"):
         checkpoint.save(directory, 2, _state(2), keep=3)
     assert [p.name for p in directory.iterdir()] == ["checkpoint-000000000001.pt"]
@@ -300,10 +299,11 @@ def test_checkpoint_load_refuses_arbitrary_pickles(tmp_path):
     directory = tmp_path / "checkpoints"
     directory.mkdir()
     path = checkpoint.checkpoint_path(directory, 1)
-    torch.save({"store": {"version": 1}, "payload": _NotAWeight()}, path)
-    with pytest.raises(pickle.UnpicklingError):
+    torch.save({"store": {"version": 1}, "payload": _NotAWeight()}, path)  # the first format: a bare torch.save
+    with pytest.raises(checkpoint.CheckpointError) as raised:
         checkpoint.load(path)
-    with pytest.raises(pickle.UnpicklingError):
+    assert isinstance(raised.value.__cause__, pickle.UnpicklingError)
+    with pytest.raises(checkpoint.NoUsableCheckpoint):
         checkpoint.load_latest(directory)
 
 
