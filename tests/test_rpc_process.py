@@ -62,7 +62,7 @@ def test_calls_answer_replies_and_typed_errors(server_factory) -> None:
             calls.call("PushGradients", _push(worker, layout, 0, 3))
         with pytest.raises(UnknownWorker, match=f"unknown worker id {worker + 100}"):
             calls.call("PullWeights", _pull(worker + 100, -1))
-        short = pb.PushGradientsRequest.FromString(_push(worker, layout, 2, 4))
+        short = pb.PushGradientsRequest.FromString(_push(worker, layout, 2, 3))  # 3 was refused: not used up
         del short.gradients[-1]
         with pytest.raises(Refused, match="tensor") as refused:
             calls.call("PushGradients", short.SerializeToString())
