@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import grpc
+import torch
 
 from asyncrl.common.config import RunConfig
 from asyncrl.common.seeding import derive_seed
@@ -18,8 +19,8 @@ from asyncrl.server import validation
 from asyncrl.server.metrics import ServerMetrics
 from asyncrl.server.registry import UnknownWorker, WorkerRecord, WorkerRegistry
 from asyncrl.server.stats import RunStats
-from asyncrl.server.store import ParameterStore, Snapshot
-from asyncrl.server.validation import Refusal
+from asyncrl.server.store import FramesOverflow, ParameterStore, Snapshot
+from asyncrl.server.validation import INVALID, Refusal
 from asyncrl.v1 import parameter_server_pb2 as pb
 from asyncrl.v1 import parameter_server_pb2_grpc as pb_grpc
 
@@ -146,8 +147,7 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
             if self.training_done.is_set():
                 snapshot = self.store.snapshot()
             else:
-                self.metrics.staleness.observe(self.store.version - request.base_version)
-                snapshot = self.store.apply(gradients, request.frames)
+                snapshot = self._apply(request, gradients, context)
                 # Applied: from here on the number is used, even if something below fails.
                 record.last_sequence, record.last_reply = request.sequence_number, None
                 self.stats.record_update()
@@ -170,6 +170,17 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
                 reply.parameters.extend(self._encoded_weights(snapshot, request.reply_weights_dtype))
             record.last_sequence, record.last_reply = request.sequence_number, reply
             return reply
+
+    def _apply(self, request: pb.PushGradientsRequest, gradients: torch.Tensor,
+               context: grpc.ServicerContext) -> Snapshot:
+        """Applies a validated push; refused (nothing changed) only if it would carry T past int64."""
+        staleness = self.store.version - request.base_version
+        try:
+            snapshot = self.store.apply(gradients, request.frames)
+        except FramesOverflow as error:
+            self._reject(context, Refusal(INVALID, "bad_frames", str(error)))
+        self.metrics.staleness.observe(staleness)
+        return snapshot
 
     @internal_on_unexpected
     def GetStatus(self, request: pb.GetStatusRequest, context: grpc.ServicerContext):

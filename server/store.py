@@ -30,10 +30,15 @@ from dataclasses import dataclass
 import torch
 
 from asyncrl.common.config import RunConfig
+from asyncrl.common.limits import INT64_MAX
 from asyncrl.common.tensors import FlatLayout
 
 
 UPDATE_RATIO_EVERY = 100
+
+
+class FramesOverflow(ValueError):
+    """An update whose frames would carry T past 2**63 - 1 (the int64 every message carries it in)."""
 
 
 @dataclass(frozen=True)
@@ -86,9 +91,13 @@ class ParameterStore:
     def apply(self, gradient: torch.Tensor, frames: int) -> Snapshot:
         """Applies one worker's flat gradient (clipping it in place); returns the snapshot this update made.
 
-        The gradient must already be validated (layout, finiteness): this never refuses.
+        The gradient must already be validated (layout, finiteness). The one refusal, FramesOverflow,
+        is checked here, under the lock, so that concurrent pushes cannot carry T past int64 together;
+        it changes nothing.
         """
         with self._lock:
+            if self.global_frames + frames > INT64_MAX:
+                raise FramesOverflow(f"frames {frames} would carry T={self.global_frames} past 2**63 - 1")
             if self.config.max_grad_norm > 0:  # as torch.nn.utils.clip_grad_norm_ does it
                 norm = float(torch.linalg.vector_norm(gradient))
                 scale = self.config.max_grad_norm / (norm + 1e-6)

@@ -70,7 +70,7 @@ def check_push(
 ) -> None:
     """Every field but the gradients, in the documented order; the first failure decides the status."""
     _check_sequence(request, record)
-    _check_frames(request, record, config, current.global_frames)
+    _check_frames(request, record, config)
     _check_base_version(request, current.version, config.max_staleness)
     if request.reply_weights_dtype and request.reply_weights_dtype not in tensors.TORCH_DTYPES:
         raise Refusal(INVALID, "bad_dtype", f"unsupported reply_weights_dtype {request.reply_weights_dtype}")
@@ -88,14 +88,13 @@ def _check_sequence(request: pb.PushGradientsRequest, record: WorkerRecord) -> N
                       f"{expected} (a retry repeats {record.last_sequence})")
 
 
-def _check_frames(request: pb.PushGradientsRequest, record: WorkerRecord, config: pb.RunConfig, global_frames: int) -> None:
+def _check_frames(request: pb.PushGradientsRequest, record: WorkerRecord, config: pb.RunConfig) -> None:
+    """Within what the worker's env copies make; that T + frames fits int64 is checked where T changes (the store)."""
     most = limits.max_frames_per_push(config, record.num_envs)
     if not 0 <= request.frames <= most:
         raise Refusal(INVALID, "bad_frames",
                       f"frames must be in 0..{most} for a worker of {record.num_envs} env copies "
                       f"({limits.PUSH_SLACK} x one rollout), got {request.frames}")
-    if global_frames + request.frames > limits.INT64_MAX:
-        raise Refusal(INVALID, "bad_frames", f"frames {request.frames} would carry T={global_frames} past 2**63 - 1")
 
 
 def _check_base_version(request: pb.PushGradientsRequest, current: int, max_staleness: int) -> None:

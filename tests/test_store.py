@@ -8,7 +8,7 @@ import torch
 
 from asyncrl.common.config import RunConfig
 from asyncrl.common.tensors import FlatLayout
-from asyncrl.server.store import ParameterStore
+from asyncrl.server.store import FramesOverflow, ParameterStore
 from asyncrl.v1 import parameter_server_pb2 as pb
 
 LAYOUT = FlatLayout([pb.TensorSpec(name="w", shape=[3, 2]), pb.TensorSpec(name="b", shape=[3])])
@@ -92,3 +92,15 @@ def test_state_dict_is_by_name_and_a_loaded_store_continues_identically() -> Non
 def test_parameters_of_the_wrong_size_are_refused() -> None:
     with pytest.raises(ValueError, match="layout of 9 elements"):
         ParameterStore(LAYOUT, torch.zeros(8), RunConfig(), has_target=False)
+
+
+def test_an_update_that_would_carry_t_past_int64_is_refused_and_changes_nothing() -> None:
+    store = ParameterStore(LAYOUT, torch.zeros(LAYOUT.total), RunConfig(), has_target=False)
+    state = store.state_dict()
+    state["global_frames"] = 2**63 - 10
+    store.load_state_dict(state)
+    before = store.snapshot()
+    with pytest.raises(FramesOverflow, match="past 2"):
+        store.apply(torch.ones(LAYOUT.total), 10)
+    assert store.snapshot() is before and torch.equal(store.square_avg, torch.zeros(LAYOUT.total))
+    assert store.apply(torch.ones(LAYOUT.total), 9).global_frames == 2**63 - 1
