@@ -150,7 +150,10 @@ def csv_row(status: pb.GetStatusResponse, wall_seconds: float) -> dict:
 
 def _summary(config: RunConfig, checkpoint_dir: Path, csv_path: Path, wall: float, interrupted: bool) -> str:
     """The run's outcome, read from the server's final checkpoint (the last word on T and returns)."""
-    latest = checkpoint.load_latest(checkpoint_dir)
+    try:
+        latest = checkpoint.load_latest(checkpoint_dir)
+    except checkpoint.NoUsableCheckpoint as error:
+        return f"\nasyncrl train: {'interrupted' if interrupted else 'stopped'} after {wall:.1f}s; {error}"
     if latest is None:
         return f"\nasyncrl train: {'interrupted' if interrupted else 'stopped'} after {wall:.1f}s; no checkpoint written"
     path, state = latest

@@ -92,7 +92,10 @@ def test_metrics_move_with_get_status(tmp_path: Path, server_factory, worker_fac
     assert metrics["asyncrl_global_frames_total"] == final.global_frames >= 12000
     assert metrics["asyncrl_version"] == final.version
     assert metrics["asyncrl_training_done"] == 1.0
-    assert metrics["asyncrl_updates_rejected_total{reason=not_finite}"] == 1 == final.updates_rejected
+    assert metrics["asyncrl_updates_rejected_total{reason=not_finite}"] == 1
+    # a worker starved on a loaded machine may also have a push refused as stale; every refusal is counted
+    assert final.updates_rejected == sum(value for name, value in metrics.items()
+                                         if name.startswith("asyncrl_updates_rejected_total{"))
     assert metrics["asyncrl_push_staleness_versions_count"] == final.updates_applied
     # every push is timed, including those answered "training is over" without being applied
     assert metrics["asyncrl_push_latency_seconds_count"] >= final.updates_applied + final.updates_rejected
