@@ -75,6 +75,9 @@ def _stop(processes: list[subprocess.Popen], timeout: float = 20.0) -> None:
 
 
 def train(config: RunConfig, options: TrainOptions) -> int:
+    # Ctrl-C must stop the run cleanly even when the launcher inherited SIGINT as ignored (a shell without job
+    # control ignores it for background commands, and Python then installs no KeyboardInterrupt handler).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     run_dir = Path(options.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     port_file = run_dir / "server.port"
