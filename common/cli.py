@@ -110,7 +110,7 @@ def configure_logging(level: str) -> None:
 
 
 def _run_config(args: argparse.Namespace) -> RunConfig:
-    """The run's config on its env's preset; the env is made once here, so that a bad env id or an env
+    """The run's config on its env's preset; the env is made here first, so that a bad env id or an env
     asyncrl can't train ends the command with one line before any process starts."""
     from asyncrl.common.envs import env_dimensions
 
