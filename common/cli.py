@@ -135,6 +135,8 @@ def _run(args: argparse.Namespace) -> int:
 
         run_config = _run_config(args)
         train_options = from_namespace(TrainOptions, args, defaults=PRESETS[run_config.preset].launcher)
+        if run_config.target_on == "eval" and train_options.eval_workers == 0:
+            raise ConfigError("--target-on eval: the evaluation mean needs evaluation workers (--eval-workers N)")
         from asyncrl.common.launcher import train
 
         return train(run_config, train_options)

@@ -23,6 +23,8 @@ ALGORITHMS = ("a3c", "q1", "sarsa1", "nstep-q")
 """The paper's methods: A3C, one-step Q-learning, one-step SARSA, n-step Q-learning."""
 
 LR_SCHEDULES = ("linear", "constant")
+TARGET_MEANS = ("train", "eval")
+EVAL_POLICIES = ("greedy", "sample")
 NETWORKS = ("auto", "mlp", "mlp-separate", "atari", "atari-lstm")
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
 ENV_PREFIX = "ASYNCRL_"
@@ -116,7 +118,7 @@ class RunConfig(_Checked):
         5, "one-step methods: steps per env copy between pushes (the paper's I_AsyncUpdate)", check=_positive
     )
     target_update_frames: int = _setting(
-        40_000, "value-based methods: copy the network to the target network every this many frames of T "
+        4_000, "value-based methods: copy the network to the target network every this many frames of T "
         "(the paper's I_target)", check=_positive,
     )
     epsilon_values: tuple[float, ...] = _setting(
@@ -138,6 +140,20 @@ class RunConfig(_Checked):
     max_staleness: int = _setting(
         32, "pushes computed against a version more than this many updates old are refused (ABORTED)", check=_positive
     )
+    target_on: str = _setting(
+        "train", "which mean return --target-return applies to: 'train' (the last 100 training episodes) or 'eval' "
+        "(the last --eval-window episodes of the evaluation workers)", choices=TARGET_MEANS,
+    )
+    eval_policy: str = _setting(
+        "greedy", "how evaluation workers act: 'greedy' (the policy's mode: argmax of the logits or Q values) or "
+        "'sample' (A3C samples its policy; the Q methods stay greedy)", choices=EVAL_POLICIES,
+    )
+    eval_epsilon: float = _setting(
+        0.0, "evaluation workers take a uniform random action with this probability (e.g. 0.05 on Atari)",
+        check=_fraction,
+    )
+    eval_window: int = _setting(10, "the evaluation mean return averages this many latest evaluation episodes",
+                                check=_positive)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -195,6 +211,10 @@ class WorkerOptions(_Checked):
         False, "wait for each push's reply before the next rollout (the paper's ordering) instead of pushing while "
         "the next rollout runs",
     )
+    eval: bool = _setting(
+        False, "an evaluation worker: play the latest weights with the run's evaluation policy and report the "
+        "episodes; no gradients, no frames toward T",
+    )
     log_level: str = _setting("INFO", "logging level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
 
@@ -205,6 +225,8 @@ class TrainOptions(_Checked):
     workers: int = _setting(2, "worker processes to start", check=_positive, shown="the preset's: 2")
     envs: int = _setting(4, "environment copies per worker (the preset's: 4 for classic, 8 for atari)",
                          check=_positive, shown="the preset's")
+    eval_workers: int = _setting(0, "evaluation worker processes to start, one env copy each (see worker --eval)",
+                                 check=_non_negative)
     run_dir: str = _setting("runs/latest", "directory for the CSV log, checkpoints and process logs")
     progress_interval: float = _setting(2.0, "seconds between progress lines", check=_positive)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +31,7 @@ STATUS_FIELDS = ("global_frames", "version", "frames_per_second", "updates_per_s
 # Diagnostics from GetStatus.metrics (the workers' recent means), as CSV columns; empty when not reported.
 METRIC_COLUMNS = {"entropy": "losses/entropy", "explained_variance": "losses/explained_variance",
                   "grad_norm": "diagnostics/grad_norm"}
-CSV_FIELDS = ("wall_seconds", *STATUS_FIELDS, *METRIC_COLUMNS)
+CSV_FIELDS = ("wall_seconds", *STATUS_FIELDS, "eval_mean_return", "eval_episodes_completed", *METRIC_COLUMNS)
 _PR_SET_PDEATHSIG = 1
 POLL_SECONDS = 0.2
 
@@ -83,6 +84,12 @@ def train(config: RunConfig, options: TrainOptions) -> int:
     port_file = run_dir / "server.port"
     port_file.unlink(missing_ok=True)
     checkpoint_dir = run_dir / "checkpoints"
+    if checkpoint.list_checkpoints(checkpoint_dir):  # each `asyncrl train` is a new run; keep one run back
+        previous = run_dir / "previous-checkpoints"
+        shutil.rmtree(previous, ignore_errors=True)
+        checkpoint_dir.rename(previous)
+        print(f"asyncrl train: {checkpoint_dir} held an earlier run's checkpoints; moved them to {previous}/",
+              flush=True)
     csv_path = run_dir / "progress.csv"
     server = _start(
         ["server", "--preset", config.preset, *to_cli_args(config, preset_baseline(config)), "--port", "0", "--port-file", str(port_file),
@@ -103,6 +110,9 @@ def train(config: RunConfig, options: TrainOptions) -> int:
         for index in range(options.workers):
             processes.append(_start(["worker", "--server", address, "--envs", str(options.envs),
                                      "--name", f"worker-{index}"], run_dir / f"worker-{index}.log"))
+        for index in range(options.eval_workers):
+            processes.append(_start(["worker", "--server", address, "--eval", "--envs", "1",
+                                     "--name", f"eval-{index}"], run_dir / f"eval-{index}.log"))
         with grpc.insecure_channel(address) as channel, open(csv_path, "w", newline="") as csv_file:
             stub = pb_grpc.ParameterServerServiceStub(channel)
             writer = csv.DictWriter(csv_file, CSV_FIELDS)
@@ -132,6 +142,10 @@ def train(config: RunConfig, options: TrainOptions) -> int:
         _stop(processes[:1])  # no need to wait out its linger: every worker has heard; SIGTERM checkpoints
     wall = time.monotonic() - started
     print(_summary(config, checkpoint_dir, csv_path, wall, interrupted), flush=True)
+    if status.eval_episodes_completed:
+        print(f"  evaluation mean     {status.eval_mean_return:.1f} over the last "
+              f"{min(status.eval_window, status.eval_episodes_completed)} of {status.eval_episodes_completed:,d} "
+              f"evaluation episodes ({config.eval_policy}, epsilon {config.eval_epsilon:g})", flush=True)
     if csv_path.exists():
         print(f"  learning curve      {plot_run(run_dir)}", flush=True)
     if server.returncode not in (0, -signal.SIGTERM):
@@ -146,6 +160,8 @@ def csv_row(status: pb.GetStatusResponse, wall_seconds: float) -> dict:
     row: dict = {"wall_seconds": round(wall_seconds, 2), **{field: getattr(status, field) for field in STATUS_FIELDS}}
     if status.episodes_completed == 0:
         row["mean_return_100"] = ""
+    row["eval_mean_return"] = status.eval_mean_return if status.eval_episodes_completed else ""
+    row["eval_episodes_completed"] = status.eval_episodes_completed
     for column, name in METRIC_COLUMNS.items():
         row[column] = round(status.metrics[name], 6) if name in status.metrics else ""
     return row

@@ -22,6 +22,7 @@ PUSH_SLACK = 2
 # small enough that sums of them stay exact in a double. A client that lies within it is an auth matter.
 MAX_EPISODE_RETURN = 1e9
 MAX_EPISODE_LENGTH = 10**9
+MAX_EVAL_EPISODES_PER_REPORT = 1024
 MAX_METRICS = 16
 MAX_METRIC_VALUE = 1e12
 

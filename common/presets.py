@@ -15,7 +15,8 @@ updates are a warm-up), with orthogonal initialisation in common/models.py. The 
 defaults (lr 2e-3, clip 40, statistics from 0, torch's init) left most first-layer
 channels dead and the policy uniform for 9M frames. A tiny eps (1e-10, i.e. torch's 1e-5
 outside the root) was tried and dropped: it killed 81% of conv1's channels within 100k
-frames. This preset is not yet shown to reach +18 on Pong here (README, "Learning results").
+frames. The value-based methods' target network is copied every 40,000 frames, the paper's
+I_target (classic control's episodes are short: there it is 4,000). This preset is not yet shown to reach +18 on Pong here (README, "Learning results").
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ ATARI = Preset(
         "max_grad_norm": 0.5,
         "max_frames": 20_000_000,
         "max_staleness": 64,
+        "target_update_frames": 40_000,  # the paper's I_target on Atari
     },
     launcher={"workers": 2, "envs": 8},
 )

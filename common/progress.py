@@ -24,6 +24,8 @@ def progress_line(status: pb.GetStatusResponse) -> str:
         f"updates/s={status.updates_per_second:6.1f}  mean_return_100={mean_return_text(status)}  "
         f"episodes={status.episodes_completed:,d}  workers={status.live_workers}"
     )
+    if status.eval_episodes_completed:
+        line += f"  eval_mean_return={status.eval_mean_return:6.1f}"
     if "losses/entropy" in status.metrics:
         line += f"  entropy={status.metrics['losses/entropy']:.3f}"
     epsilons = epsilons_summary(status)
@@ -40,13 +42,17 @@ def status_report(status: pb.GetStatusResponse) -> str:
         f"updates/s             {status.updates_per_second:,.1f}",
         f"mean return (last 100) {mean_return_text(status, 0, 2)}",
         f"episodes completed    {status.episodes_completed:,d}",
+        f"eval mean return      {status.eval_mean_return:.2f} (last {status.eval_window} of "
+        f"{status.eval_episodes_completed:,d} evaluation episodes)" if status.eval_episodes_completed
+        else "eval mean return      - (no evaluation episodes)",
         f"learning rate         {status.learning_rate:.3g}",
         f"training done         {'yes' if status.training_done else 'no'}",
         f"uptime                {status.uptime_seconds:,.0f}s",
         f"live workers          {status.live_workers} of {len(status.workers)}",
     ]
     for worker in status.workers:
-        state = "alive" if worker.alive else "SILENT"
+        state = ("alive" if worker.alive else "SILENT") + (
+            f"  evaluation ({worker.episodes_reported:,d} episodes)" if worker.evaluation else "")
         epsilons = f"  epsilons={' '.join(f'{e:.2f}' for e in worker.epsilons)}" if worker.epsilons else ""
         lines.append(
             f"  worker {worker.worker_id:<4d} {worker.name:<24s} envs={worker.num_envs:<3d} "

@@ -13,7 +13,7 @@ from asyncrl.v1 import parameter_server_pb2 as pb
 WORKER_FIELDS = (
     "env_id", "gamma", "t_max", "entropy_beta", "value_loss_coef", "max_frames", "max_staleness", "async_update",
     "target_update_frames", "epsilon_values", "epsilon_probabilities", "epsilon_anneal_frames",
-    "repeat_action_probability",
+    "repeat_action_probability", "eval_policy", "eval_epsilon",
 )
 
 

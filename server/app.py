@@ -15,7 +15,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from asyncrl.common.config import RunConfig, ServerOptions, describe_preset
+from asyncrl.common.config import ConfigError, RunConfig, ServerOptions, describe_preset
 from asyncrl.common.wire import run_config_message
 from asyncrl.common import checkpoint
 from asyncrl.server.metrics import ServerMetrics
@@ -46,9 +46,16 @@ def build_servicer(
 ) -> ParameterServerServicer:
     """A fresh run from config, or, with --resume, the newest checkpoint that verifies and fits its model.
 
-    Raises NoUsableCheckpoint when --resume finds checkpoints and none of them is usable.
+    Raises NoUsableCheckpoint when --resume finds checkpoints and none of them is usable, and ConfigError
+    when the directory holds checkpoints but --resume is not set.
     """
     checkpoint_dir = Path(options.checkpoint_dir)
+    earlier = checkpoint.list_checkpoints(checkpoint_dir)
+    if earlier and not options.resume:
+        # A new run's checkpoints would sort below the earlier run's higher versions and be pruned as the
+        # oldest at once, and a later --resume would pick up the earlier run.
+        raise ConfigError(f"--checkpoint-dir {checkpoint_dir} holds checkpoints of an earlier run (newest "
+                          f"{earlier[-1].name}): pass --resume to continue it, or give an empty directory")
     checkpoint.remove_stale_temp_files(checkpoint_dir)
     restored = checkpoint.load_latest(checkpoint_dir, restored_run) if options.resume else None
     if restored is not None:
@@ -72,6 +79,7 @@ def build_servicer(
         options.heartbeat_interval,
         ServerMetrics(),
         on_push=tensorboard.record_push if tensorboard is not None else None,
+        on_evaluation=tensorboard.record_evaluation if tensorboard is not None else None,
     )
 
 
@@ -206,7 +214,8 @@ def _save(servicer: ParameterServerServicer, directory: Path, options: ServerOpt
 def _log_progress(servicer: ParameterServerServicer) -> None:
     status = servicer.GetStatus(pb.GetStatusRequest(), None)
     log.info(
-        "T=%d version=%d fps=%.0f updates/s=%.1f mean_return_100=%.1f live_workers=%d rejected=%d",
+        "T=%d version=%d fps=%.0f updates/s=%.1f mean_return_100=%.1f live_workers=%d rejected=%d%s",
         status.global_frames, status.version, status.frames_per_second, status.updates_per_second,
         status.mean_return_100, status.live_workers, status.updates_rejected,
+        f" eval_mean_return={status.eval_mean_return:.1f}" if status.eval_episodes_completed else "",
     )

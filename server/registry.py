@@ -20,6 +20,8 @@ class WorkerRecord:
     last_reply: pb.PushGradientsResponse | None = None
     pushes_applied: int = 0
     epsilons: list[float] = field(default_factory=list)
+    evaluation: bool = False  # plays and reports episodes (ReportEvaluation); never pushes
+    episodes_reported: int = 0
     # Serialises one worker's pushes, so a retry racing its original is applied once.
     push_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -47,9 +49,9 @@ class WorkerRegistry:
         with self._lock:
             return self._next_id
 
-    def register(self, name: str, num_envs: int) -> WorkerRecord:
+    def register(self, name: str, num_envs: int, evaluation: bool = False) -> WorkerRecord:
         with self._lock:
-            record = WorkerRecord(self._next_id, name, num_envs, time.monotonic())
+            record = WorkerRecord(self._next_id, name, num_envs, time.monotonic(), evaluation=evaluation)
             if self._record_next_id is not None:
                 self._record_next_id(self._next_id + 1)
             self._workers[record.worker_id] = record
@@ -82,6 +84,8 @@ class WorkerRegistry:
                 alive=self.is_alive(r, now),
                 pushes_applied=r.pushes_applied,
                 epsilons=r.epsilons,
+                evaluation=r.evaluation,
+                episodes_reported=r.episodes_reported,
             )
             for r in self.records()
         ]

@@ -43,7 +43,7 @@ def new_run(config: RunConfig) -> Run:
     layout = FlatLayout(spec.layout)
     store = ParameterStore(layout, layout.flatten(build_model(spec).parameters()), config,
                            has_target=METHODS[config.algo].value_based)
-    return Run(config, spec, store, RunStats())
+    return Run(config, spec, store, RunStats(eval_window=config.eval_window))
 
 
 def restored_run(state: dict[str, Any]) -> Run:
@@ -53,7 +53,7 @@ def restored_run(state: dict[str, Any]) -> Run:
         store_state = state["store"]
         _check_store_state(store_state, run.store.layout)
         run.store.load_state_dict(store_state)
-        run.stats = _restored_stats(state)
+        run.stats = _restored_stats(state, run.config.eval_window)
         run.next_worker_id = _counter(state.get("next_worker_id", 1), "next_worker_id")
     except CheckpointError:
         raise
@@ -91,10 +91,10 @@ def _counter(value: Any, what: str) -> int:
     return value
 
 
-def _restored_stats(state: dict[str, Any]) -> RunStats:
+def _restored_stats(state: dict[str, Any], eval_window: int) -> RunStats:
     returns = [float(r) for r in state["recent_returns"]]
     if not all(math.isfinite(r) for r in returns):
         raise CheckpointError("recent_returns holds NaN or Inf")
-    stats = RunStats(returns, _counter(state["episodes_completed"], "episodes_completed"))
+    stats = RunStats(returns, _counter(state["episodes_completed"], "episodes_completed"), eval_window)
     stats.updates_applied = _counter(state["updates_applied"], "updates_applied")
     return stats

@@ -66,6 +66,7 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
         heartbeat_interval: float,
         metrics: ServerMetrics,
         on_push: Callable[[int, pb.PushGradientsRequest], None] | None = None,
+        on_evaluation: Callable[[int, list[float]], None] | None = None,
     ) -> None:
         self.config = config
         self.config_message = config_message
@@ -75,6 +76,7 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
         self.heartbeat_interval = heartbeat_interval
         self.metrics = metrics
         self.on_push = on_push  # called with (T, request) after each applied push, e.g. for TensorBoard
+        self.on_evaluation = on_evaluation  # called with (T, returns) after each accepted evaluation report
         self.training_done = threading.Event()
         self.started = time.monotonic()
         self._encoded: dict[tuple[int, int], list[pb.Tensor]] = {}
@@ -89,8 +91,9 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
         except Refusal as refusal:
             log.warning("refused registration (%s): %s", refusal.reason, refusal.message)
             context.abort(refusal.code, refusal.message)
-        record = self.registry.register(request.name, request.num_envs)
-        log.info("registered worker %d (%r, %d env copies)", record.worker_id, request.name, request.num_envs)
+        record = self.registry.register(request.name, request.num_envs, request.evaluation)
+        log.info("registered %s worker %d (%r, %d env copies)", "evaluation" if record.evaluation else "training",
+                 record.worker_id, request.name, request.num_envs)
         return pb.RegisterWorkerResponse(
             worker_id=record.worker_id,
             seed=derive_seed(self.config.seed, record.worker_id),
@@ -183,6 +186,23 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
         return snapshot
 
     @internal_on_unexpected
+    def ReportEvaluation(self, request: pb.ReportEvaluationRequest, context: grpc.ServicerContext):
+        record = self._known_worker(request.worker_id, context)
+        with record.push_lock:
+            try:
+                validation.check_evaluation_report(request, record, self.store.version)
+            except Refusal as refusal:
+                self._reject(context, refusal)
+            if not self.training_done.is_set():
+                returns = [e.episode_return for e in request.episodes]
+                self.stats.record_eval_episodes(returns)
+                record.episodes_reported += len(returns)
+                if self.on_evaluation is not None:
+                    self.on_evaluation(self.store.global_frames, returns)
+                self._check_training_done(self.store.global_frames)
+            return pb.ReportEvaluationResponse(training_done=self.training_done.is_set(), version=self.store.version)
+
+    @internal_on_unexpected
     def GetStatus(self, request: pb.GetStatusRequest, context: grpc.ServicerContext):
         snapshot = self.store.snapshot()
         frames_per_second, updates_per_second = self.stats.rates(snapshot.global_frames)
@@ -202,6 +222,9 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
             learning_rate=self.store.learning_rate(),
             uptime_seconds=time.monotonic() - self.started,
             checkpoint_failures=sum(self.stats.checkpoint_failures.values()),
+            eval_mean_return=self.stats.eval_mean_return(),
+            eval_episodes_completed=self.stats.eval_episodes_completed,
+            eval_window=self.config.eval_window,
             metrics={**self.stats.recent_metrics(),
                      **{UPDATE_RATIO_PREFIX + name: ratio for name, ratio in self.store.update_ratios.items()}},
         )
@@ -238,22 +261,26 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
             raise  # unreachable: abort raises
 
     def _reject(self, context: grpc.ServicerContext, refusal: Refusal) -> None:
-        """Counts and logs a refused push, then answers it with the refusal's status."""
+        """Counts and logs a refused push or report, then answers it with the refusal's status."""
         self.stats.record_rejection(refusal.reason)
-        log.warning("rejected push (%s): %s", refusal.reason, refusal.message)
+        log.warning("refused request (%s): %s", refusal.reason, refusal.message)
         if refusal.current_version is not None:
             context.set_trailing_metadata(((CURRENT_VERSION_KEY, str(refusal.current_version)),))
         context.abort(refusal.code, refusal.message)
 
     def _check_training_done(self, global_frames: int) -> None:
+        """The run ends when T reaches the budget, or when the mean return that --target-on names reaches the target
+        over a full window: the last 100 training episodes, or the last eval_window evaluation episodes."""
         target = self.config.target_return
-        reached_target = (
-            target is not None and len(self.stats.recent_returns) == 100 and self.stats.mean_return() >= target
-        )
+        if self.config.target_on == "eval":
+            which, window, mean = "evaluation", self.stats.eval_returns, self.stats.eval_mean_return
+        else:
+            which, window, mean = "training", self.stats.recent_returns, self.stats.mean_return
+        reached_target = target is not None and len(window) == window.maxlen and mean() >= target
         if global_frames >= self.config.max_frames or reached_target:
             if not self.training_done.is_set():
                 log.info(
                     "training done at T=%d: %s", global_frames,
-                    f"mean return {self.stats.mean_return():.1f} >= {target}" if reached_target else "frame budget spent",
+                    f"{which} mean return {mean():.1f} >= {target}" if reached_target else "frame budget spent",
                 )
             self.training_done.set()

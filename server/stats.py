@@ -27,10 +27,15 @@ METRIC_WINDOW = 100
 
 
 class RunStats:
-    def __init__(self, recent_returns: list[float] | None = None, episodes_completed: int = 0) -> None:
+    def __init__(self, recent_returns: list[float] | None = None, episodes_completed: int = 0,
+                 eval_window: int = 10) -> None:
         self._metrics: dict[str, deque[float]] = {}
         self.recent_returns: deque[float] = deque(recent_returns or [], maxlen=100)
         self.episodes_completed = episodes_completed
+        # The evaluation workers' episodes, apart from training's: they score the policy as it is now,
+        # without exploration, so only the latest few count (not checkpointed: they refill after a resume).
+        self.eval_returns: deque[float] = deque(maxlen=eval_window)
+        self.eval_episodes_completed = 0
         self.updates_applied = 0
         self.rejections: Counter[str] = Counter()
         # Failed writes to the checkpoint directory, by file ("checkpoint", "next_worker_id").
@@ -43,6 +48,16 @@ class RunStats:
         with self._lock:
             self.recent_returns.extend(returns)
             self.episodes_completed += len(returns)
+
+    def record_eval_episodes(self, returns: list[float]) -> None:
+        with self._lock:
+            self.eval_returns.extend(returns)
+            self.eval_episodes_completed += len(returns)
+
+    def eval_mean_return(self) -> float:
+        """The mean of the latest eval_window evaluation returns (0 before any)."""
+        with self._lock:
+            return sum(self.eval_returns) / len(self.eval_returns) if self.eval_returns else 0.0
 
     def record_metrics(self, metrics: dict[str, float]) -> None:
         """One push's metrics; names beyond the first MAX_METRIC_NAMES ever seen are not kept."""

@@ -15,8 +15,9 @@ class TensorBoardLog:
 
     Tags are stable: charts/episodic_return, charts/episodic_length, charts/SPS,
     charts/updates_per_second, charts/learning_rate, charts/mean_return_100,
-    charts/epsilon_min|mean|max, the workers' own losses/... and diagnostics/... names, and the
-    server's diagnostics/update_ratio/<tensor>.
+    charts/epsilon_min|mean|max, charts/eval_return (each evaluation episode's return, at the T
+    it was reported), the workers' own losses/... and diagnostics/... names, and the server's
+    diagnostics/update_ratio/<tensor>.
     """
 
     def __init__(self, directory: str) -> None:
@@ -24,6 +25,7 @@ class TensorBoardLog:
         self.writer = SummaryWriter(directory)
         self._lock = threading.Lock()
         self._episodes: list[tuple[int, float, int]] = []
+        self._eval_returns: list[tuple[int, float]] = []
         self._metrics: dict[str, list[float]] = defaultdict(list)
 
     def record_push(self, global_frames: int, request: pb.PushGradientsRequest) -> None:
@@ -32,14 +34,21 @@ class TensorBoardLog:
             for name, value in request.metrics.items():
                 self._metrics[name].append(value)
 
+    def record_evaluation(self, global_frames: int, returns: list[float]) -> None:
+        with self._lock:
+            self._eval_returns += [(global_frames, r) for r in returns]
+
     def flush(self, status: pb.GetStatusResponse) -> None:
         with self._lock:
             episodes, self._episodes = self._episodes, []
+            eval_returns, self._eval_returns = self._eval_returns, []
             metrics, self._metrics = self._metrics, defaultdict(list)
         step = status.global_frames
         for frames, episode_return, length in episodes:
             self.writer.add_scalar("charts/episodic_return", episode_return, frames)
             self.writer.add_scalar("charts/episodic_length", length, frames)
+        for frames, episode_return in eval_returns:
+            self.writer.add_scalar("charts/eval_return", episode_return, frames)
         for name, values in metrics.items():  # averaged over the pushes since the last flush
             self.writer.add_scalar(name, sum(values) / len(values), step)
         for name, value in status.metrics.items():

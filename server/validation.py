@@ -7,6 +7,7 @@ changes any state, so a refused request leaves the run exactly as it was.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import grpc
 import torch
@@ -69,6 +70,10 @@ def check_push(
     request: pb.PushGradientsRequest, record: WorkerRecord, config: pb.RunConfig, current: Snapshot
 ) -> None:
     """Every field but the gradients, in the documented order; the first failure decides the status."""
+    if record.evaluation:
+        raise Refusal(grpc.StatusCode.FAILED_PRECONDITION, "bad_role",
+                      f"worker {record.worker_id} registered as an evaluation worker: it reports episodes with "
+                      "ReportEvaluation and pushes no gradients")
     _check_sequence(request, record)
     _check_frames(request, record, config)
     _check_base_version(request, current.version, config.max_staleness)
@@ -122,12 +127,34 @@ def _check_episodes(request: pb.PushGradientsRequest, record: WorkerRecord, conf
     if len(request.episodes) > most:
         raise Refusal(INVALID, "bad_episode", f"at most {most} episode results per push for a worker of "
                       f"{record.num_envs} env copies, got {len(request.episodes)}")
-    for episode in request.episodes:
+    _check_episode_results(request.episodes)
+
+
+def _check_episode_results(episodes: Sequence[pb.EpisodeResult]) -> None:
+    for episode in episodes:
         if not (abs(episode.episode_return) <= limits.MAX_EPISODE_RETURN  # NaN fails too
                 and 0 <= episode.length <= limits.MAX_EPISODE_LENGTH):
             raise Refusal(INVALID, "bad_episode",
                           f"episode result (return {episode.episode_return}, length {episode.length}) is outside "
                           f"|return| <= {limits.MAX_EPISODE_RETURN:g}, 0 <= length <= {limits.MAX_EPISODE_LENGTH}")
+
+
+# --- ReportEvaluation ----------------------------------------------------------------------
+
+
+def check_evaluation_report(request: pb.ReportEvaluationRequest, record: WorkerRecord, current_version: int) -> None:
+    """From an evaluation worker: a version the server has made, and 1 to 1024 bounded episode results."""
+    if not record.evaluation:
+        raise Refusal(grpc.StatusCode.FAILED_PRECONDITION, "bad_role",
+                      f"worker {record.worker_id} is a training worker: its episodes travel with its pushes "
+                      "(register with evaluation set to report evaluation episodes)")
+    if not 0 <= request.version <= current_version:
+        raise Refusal(INVALID, "bad_version",
+                      f"version {request.version} is not a version the server has made (0..{current_version})")
+    if not 1 <= len(request.episodes) <= limits.MAX_EVAL_EPISODES_PER_REPORT:
+        raise Refusal(INVALID, "bad_episode", f"a report carries 1 to {limits.MAX_EVAL_EPISODES_PER_REPORT} "
+                      f"episode results, got {len(request.episodes)}")
+    _check_episode_results(request.episodes)
 
 
 def _check_metrics(request: pb.PushGradientsRequest) -> None:

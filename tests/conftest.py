@@ -99,13 +99,19 @@ class ServerProcess(Process):
         super().stop()
 
 
-def run_to_completion(directory: Path, server_flags: list[str], envs: int = 4, timeout: float = 420):
-    """A server and 2 worker processes until training is done; returns (last GetStatus, final checkpoint)."""
+def run_to_completion(directory: Path, server_flags: list[str], envs: int = 4, timeout: float = 420,
+                      eval_workers: int = 0):
+    """A server, 2 worker processes and eval_workers evaluation workers (one env copy each) until training is
+    done; returns (last GetStatus, final checkpoint)."""
     server = ServerProcess(directory, *server_flags, "--linger", "60", env=WITH_TEST_ENVS)
     workers = [
         Process(["worker", "--server", server.address, "--name", f"w{i}", "--envs", str(envs)],
                 directory / f"w{i}.log", WITH_TEST_ENVS)
         for i in range(2)
+    ] + [
+        Process(["worker", "--server", server.address, "--name", f"eval{i}", "--eval"],
+                directory / f"eval{i}.log", WITH_TEST_ENVS)
+        for i in range(eval_workers)
     ]
     try:
         deadline = time.monotonic() + timeout

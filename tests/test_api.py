@@ -241,7 +241,7 @@ def test_reflection_lists_the_service(server: ServerProcess) -> None:
     descriptor = database.FindFileContainingSymbol(SERVICE)
     (service,) = [s for s in descriptor.service if f"{descriptor.package}.{s.name}" == SERVICE]
     assert {m.name for m in service.method} == {
-        "RegisterWorker", "GetConfig", "PullWeights", "PushGradients", "GetStatus"
+        "RegisterWorker", "GetConfig", "PullWeights", "PushGradients", "GetStatus", "ReportEvaluation"
     }
 
 

@@ -12,6 +12,8 @@ import pickle
 import re
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +26,7 @@ import torch
 from asyncrl.common import checkpoint
 from asyncrl.v1 import parameter_server_pb2 as pb
 
-from conftest import Process, ServerProcess, register
+from conftest import CHILD_ENV, Process, ServerProcess, register
 
 T = TypeVar("T")
 
@@ -192,6 +194,20 @@ def test_sigterm_then_resume_keeps_t_and_version_and_the_same_workers_reconnect(
         assert "registering again" in worker.log()
         assert "Traceback" not in worker.log()
     assert "bad_sequence" not in second.log(), second.log()[-3000:]
+
+
+def test_a_new_run_refuses_a_directory_with_an_earlier_runs_checkpoints(tmp_path):
+    """Without --resume, earlier checkpoints (of higher versions) would outrank the new run's and prune them:
+    the server stops with one line, before serving, and leaves them as they were."""
+    earlier = checkpoint.checkpoint_path(tmp_path, 123)
+    earlier.write_bytes(b"an earlier run")
+    result = subprocess.run([sys.executable, "-m", "asyncrl", "server", "--port", "0", "--checkpoint-dir",
+                             str(tmp_path)], env=CHILD_ENV, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"asyncrl server: error: --checkpoint-dir {tmp_path} holds checkpoints of an earlier run (newest "
+        f"{earlier.name}): pass --resume to continue it, or give an empty directory"]
+    assert earlier.read_bytes() == b"an earlier run"
 
 
 def test_ids_given_out_after_the_newest_checkpoint_are_not_reused_after_sigkill(server_factory, tmp_path):

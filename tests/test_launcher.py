@@ -48,15 +48,24 @@ def start_train(run_dir: Path, *flags: str) -> subprocess.Popen:
 
 
 def test_train_runs_to_its_frame_budget_and_reports(tmp_path: Path):
-    """With a small budget: server and 2 workers as processes, progress lines, CSV, checkpoint, summary."""
+    """With a small budget: server and 2 workers as processes, progress lines, CSV, checkpoint, summary.
+
+    The run dir holds an earlier run's checkpoint (of a higher version): it is moved aside, so this run's
+    checkpoints are neither pruned as older nor mistaken for it."""
+    earlier = checkpoint.checkpoint_path(tmp_path / "checkpoints", 10**9)
+    earlier.parent.mkdir()
+    earlier.write_bytes(b"an earlier run")
     train = start_train(tmp_path, "--max-frames", "6000", "--target-return", "none", "--workers", "2")
     output, _ = train.communicate(timeout=180)
     assert train.returncode == 0, output
     assert "T=" in output and "fps=" in output and "mean_return_100=" in output
     assert "finished after" in output and "final checkpoint" in output
+    assert "held an earlier run's checkpoints; moved them to" in output
+    assert (tmp_path / "previous-checkpoints" / earlier.name).read_bytes() == b"an earlier run"
     rows = list(csv.DictReader(open(tmp_path / "progress.csv")))
     assert rows and set(rows[0]) >= {"global_frames", "frames_per_second", "mean_return_100"}
     path, state = checkpoint.load_latest(tmp_path / "checkpoints")
+    assert str(path) in output
     assert state["store"]["global_frames"] >= 6000 and state["training_done"]
     assert (tmp_path / "worker-0.log").exists() and (tmp_path / "worker-1.log").exists()
 

@@ -63,7 +63,8 @@ class AnsweredPush:
 class Connection(Protocol):
     """What the worker loop needs from a parameter server, over gRPC or (in benchmarks) in-process."""
 
-    def register(self, name: str, num_envs: int, algorithm: int) -> pb.RegisterWorkerResponse: ...
+    def register(self, name: str, num_envs: int, algorithm: int, evaluation: bool = False
+                 ) -> pb.RegisterWorkerResponse: ...
 
     def pull(self, worker_id: int, have_version: int, have_target_version: int = -1) -> ServerReply: ...
 
@@ -89,9 +90,11 @@ class GrpcConnection:
         self.calls = calls
         self.layout = tensors.FlatLayout(())
 
-    def register(self, name: str, num_envs: int, algorithm: int) -> pb.RegisterWorkerResponse:
+    def register(self, name: str, num_envs: int, algorithm: int, evaluation: bool = False
+                 ) -> pb.RegisterWorkerResponse:
         request = pb.RegisterWorkerRequest(
-            name=name, num_envs=num_envs, accepted_dtypes=list(tensors.TORCH_DTYPES), algorithm=algorithm
+            name=name, num_envs=num_envs, accepted_dtypes=list(tensors.TORCH_DTYPES), algorithm=algorithm,
+            evaluation=evaluation,
         )
         reply = pb.RegisterWorkerResponse.FromString(self.calls.call("RegisterWorker", request.SerializeToString()))
         self.layout = tensors.FlatLayout(reply.config.model.layout)
@@ -118,6 +121,15 @@ class GrpcConnection:
             metrics=update.metrics,
         )
         return _RemotePush(self.calls.start("PushGradients", request.SerializeToString()), self._server_reply)
+
+    def report_evaluation(self, worker_id: int, version: int, episodes: Sequence[tuple[float, int]]
+                          ) -> pb.ReportEvaluationResponse:
+        """An evaluation worker's finished episodes, played with the weights of `version`."""
+        request = pb.ReportEvaluationRequest(
+            worker_id=worker_id, version=version,
+            episodes=[pb.EpisodeResult(episode_return=r, length=n) for r, n in episodes],
+        )
+        return pb.ReportEvaluationResponse.FromString(self.calls.call("ReportEvaluation", request.SerializeToString()))
 
     def _server_reply(self, reply: pb.PullWeightsResponse | pb.PushGradientsResponse) -> ServerReply:
         weights = self.layout.decode(reply.parameters, "weights") if reply.parameters else None

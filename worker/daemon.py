@@ -24,6 +24,7 @@ from asyncrl.worker.actor import Actor
 from asyncrl.worker.policies import EpsilonGreedyPolicy, SoftmaxPolicy, draw_final_epsilon
 from asyncrl.worker.calls import StaleGradients, Stopped, UnknownWorker
 from asyncrl.worker.client import Connection, GrpcConnection, PendingPush, ServerReply, Update
+from asyncrl.worker.evaluation_worker import EvaluationWorker
 from asyncrl.worker.rpc_process import ProcessCalls, RpcProcessDied
 
 log = logging.getLogger(__name__)
@@ -204,7 +205,11 @@ def run_worker(options: WorkerOptions) -> int:
         signal.signal(signum, lambda _signum, _frame: stop.set())
     name = options.name or f"{socket.gethostname()}-{os.getpid()}"
     connection = GrpcConnection(options.dtype, ProcessCalls(options, stop, seed=os.getpid()))
-    worker = Worker(connection, name, options.envs, stop, options.algo, overlap=not options.sync)
+    worker: Worker | EvaluationWorker
+    if options.eval:
+        worker = EvaluationWorker(connection, name, options.envs, stop)
+    else:
+        worker = Worker(connection, name, options.envs, stop, options.algo, overlap=not options.sync)
     try:
         return worker.run()
     except grpc.RpcError as error:  # not transient: a misconfiguration the operator must fix

@@ -1,4 +1,5 @@
-"""How a worker picks actions: sampling A3C's softmax policy, or epsilon-greedy on Q values per env copy."""
+"""How a worker picks actions: sampling A3C's softmax policy, epsilon-greedy on Q values per env copy, or an
+evaluation worker's mode-or-sample play."""
 
 from __future__ import annotations
 
@@ -23,6 +24,24 @@ class SoftmaxPolicy:
 
     def choose(self, logits: torch.Tensor, copies: Sequence[int]) -> np.ndarray:
         return (logits.numpy() + self.rng.gumbel(size=logits.shape)).argmax(axis=1)
+
+
+class EvaluationPolicy:
+    """An evaluation worker's play: the mode of the model's outputs (argmax of logits or Q values), or with
+    sample a draw from softmax(logits); either way, with probability epsilon a uniform random action."""
+
+    def __init__(self, sample: bool, epsilon: float, num_actions: int, rng: np.random.Generator) -> None:
+        self.sample = sample
+        self.epsilon = epsilon
+        self.num_actions = num_actions
+        self.rng = rng
+
+    def choose(self, outputs: torch.Tensor, copies: Sequence[int]) -> np.ndarray:
+        scores = outputs.numpy()
+        if self.sample:
+            scores = scores + self.rng.gumbel(size=scores.shape)
+        explore = self.rng.random(len(copies)) < self.epsilon
+        return np.where(explore, self.rng.integers(self.num_actions, size=len(copies)), scores.argmax(axis=1))
 
 
 def draw_final_epsilon(rng: np.random.Generator, values: Sequence[float], probabilities: Sequence[float]) -> float:

@@ -68,7 +68,7 @@ class ModelSpec(_message.Message):
     def __init__(self, architecture: _Optional[str] = ..., observation_shape: _Optional[_Iterable[int]] = ..., num_actions: _Optional[int] = ..., hidden_sizes: _Optional[_Iterable[int]] = ..., layout: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ...) -> None: ...
 
 class RunConfig(_message.Message):
-    __slots__ = ("algorithm", "env_id", "gamma", "t_max", "entropy_beta", "value_loss_coef", "max_frames", "max_staleness", "max_message_bytes", "model", "async_update", "target_update_frames", "epsilon_values", "epsilon_probabilities", "epsilon_anneal_frames", "repeat_action_probability", "clip_rewards")
+    __slots__ = ("algorithm", "env_id", "gamma", "t_max", "entropy_beta", "value_loss_coef", "max_frames", "max_staleness", "max_message_bytes", "model", "async_update", "target_update_frames", "epsilon_values", "epsilon_probabilities", "epsilon_anneal_frames", "repeat_action_probability", "clip_rewards", "eval_policy", "eval_epsilon")
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     ENV_ID_FIELD_NUMBER: _ClassVar[int]
     GAMMA_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +86,8 @@ class RunConfig(_message.Message):
     EPSILON_ANNEAL_FRAMES_FIELD_NUMBER: _ClassVar[int]
     REPEAT_ACTION_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     CLIP_REWARDS_FIELD_NUMBER: _ClassVar[int]
+    EVAL_POLICY_FIELD_NUMBER: _ClassVar[int]
+    EVAL_EPSILON_FIELD_NUMBER: _ClassVar[int]
     algorithm: Algorithm
     env_id: str
     gamma: float
@@ -103,19 +105,23 @@ class RunConfig(_message.Message):
     epsilon_anneal_frames: int
     repeat_action_probability: float
     clip_rewards: bool
-    def __init__(self, algorithm: _Optional[_Union[Algorithm, str]] = ..., env_id: _Optional[str] = ..., gamma: _Optional[float] = ..., t_max: _Optional[int] = ..., entropy_beta: _Optional[float] = ..., value_loss_coef: _Optional[float] = ..., max_frames: _Optional[int] = ..., max_staleness: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., async_update: _Optional[int] = ..., target_update_frames: _Optional[int] = ..., epsilon_values: _Optional[_Iterable[float]] = ..., epsilon_probabilities: _Optional[_Iterable[float]] = ..., epsilon_anneal_frames: _Optional[int] = ..., repeat_action_probability: _Optional[float] = ..., clip_rewards: _Optional[bool] = ...) -> None: ...
+    eval_policy: str
+    eval_epsilon: float
+    def __init__(self, algorithm: _Optional[_Union[Algorithm, str]] = ..., env_id: _Optional[str] = ..., gamma: _Optional[float] = ..., t_max: _Optional[int] = ..., entropy_beta: _Optional[float] = ..., value_loss_coef: _Optional[float] = ..., max_frames: _Optional[int] = ..., max_staleness: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., async_update: _Optional[int] = ..., target_update_frames: _Optional[int] = ..., epsilon_values: _Optional[_Iterable[float]] = ..., epsilon_probabilities: _Optional[_Iterable[float]] = ..., epsilon_anneal_frames: _Optional[int] = ..., repeat_action_probability: _Optional[float] = ..., clip_rewards: _Optional[bool] = ..., eval_policy: _Optional[str] = ..., eval_epsilon: _Optional[float] = ...) -> None: ...
 
 class RegisterWorkerRequest(_message.Message):
-    __slots__ = ("name", "num_envs", "accepted_dtypes", "algorithm")
+    __slots__ = ("name", "num_envs", "accepted_dtypes", "algorithm", "evaluation")
     NAME_FIELD_NUMBER: _ClassVar[int]
     NUM_ENVS_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_DTYPES_FIELD_NUMBER: _ClassVar[int]
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_FIELD_NUMBER: _ClassVar[int]
     name: str
     num_envs: int
     accepted_dtypes: _containers.RepeatedScalarFieldContainer[Dtype]
     algorithm: Algorithm
-    def __init__(self, name: _Optional[str] = ..., num_envs: _Optional[int] = ..., accepted_dtypes: _Optional[_Iterable[_Union[Dtype, str]]] = ..., algorithm: _Optional[_Union[Algorithm, str]] = ...) -> None: ...
+    evaluation: bool
+    def __init__(self, name: _Optional[str] = ..., num_envs: _Optional[int] = ..., accepted_dtypes: _Optional[_Iterable[_Union[Dtype, str]]] = ..., algorithm: _Optional[_Union[Algorithm, str]] = ..., evaluation: _Optional[bool] = ...) -> None: ...
 
 class RegisterWorkerResponse(_message.Message):
     __slots__ = ("worker_id", "seed", "config", "heartbeat_interval_seconds")
@@ -208,6 +214,24 @@ class PushGradientsResponse(_message.Message):
     target_version: int
     def __init__(self, version: _Optional[int] = ..., global_frames: _Optional[int] = ..., training_done: _Optional[bool] = ..., parameters: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., target_version: _Optional[int] = ...) -> None: ...
 
+class ReportEvaluationRequest(_message.Message):
+    __slots__ = ("worker_id", "version", "episodes")
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    EPISODES_FIELD_NUMBER: _ClassVar[int]
+    worker_id: int
+    version: int
+    episodes: _containers.RepeatedCompositeFieldContainer[EpisodeResult]
+    def __init__(self, worker_id: _Optional[int] = ..., version: _Optional[int] = ..., episodes: _Optional[_Iterable[_Union[EpisodeResult, _Mapping]]] = ...) -> None: ...
+
+class ReportEvaluationResponse(_message.Message):
+    __slots__ = ("training_done", "version")
+    TRAINING_DONE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    training_done: bool
+    version: int
+    def __init__(self, training_done: _Optional[bool] = ..., version: _Optional[int] = ...) -> None: ...
+
 class GetConfigRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -223,7 +247,7 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class WorkerStatus(_message.Message):
-    __slots__ = ("worker_id", "name", "num_envs", "seconds_since_last_seen", "alive", "pushes_applied", "epsilons")
+    __slots__ = ("worker_id", "name", "num_envs", "seconds_since_last_seen", "alive", "pushes_applied", "epsilons", "evaluation", "episodes_reported")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     NUM_ENVS_FIELD_NUMBER: _ClassVar[int]
@@ -231,6 +255,8 @@ class WorkerStatus(_message.Message):
     ALIVE_FIELD_NUMBER: _ClassVar[int]
     PUSHES_APPLIED_FIELD_NUMBER: _ClassVar[int]
     EPSILONS_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_FIELD_NUMBER: _ClassVar[int]
+    EPISODES_REPORTED_FIELD_NUMBER: _ClassVar[int]
     worker_id: int
     name: str
     num_envs: int
@@ -238,10 +264,12 @@ class WorkerStatus(_message.Message):
     alive: bool
     pushes_applied: int
     epsilons: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, worker_id: _Optional[int] = ..., name: _Optional[str] = ..., num_envs: _Optional[int] = ..., seconds_since_last_seen: _Optional[float] = ..., alive: _Optional[bool] = ..., pushes_applied: _Optional[int] = ..., epsilons: _Optional[_Iterable[float]] = ...) -> None: ...
+    evaluation: bool
+    episodes_reported: int
+    def __init__(self, worker_id: _Optional[int] = ..., name: _Optional[str] = ..., num_envs: _Optional[int] = ..., seconds_since_last_seen: _Optional[float] = ..., alive: _Optional[bool] = ..., pushes_applied: _Optional[int] = ..., epsilons: _Optional[_Iterable[float]] = ..., evaluation: _Optional[bool] = ..., episodes_reported: _Optional[int] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("global_frames", "version", "updates_applied", "updates_rejected", "live_workers", "workers", "mean_return_100", "episodes_completed", "frames_per_second", "updates_per_second", "training_done", "uptime_seconds", "learning_rate", "metrics", "checkpoint_failures")
+    __slots__ = ("global_frames", "version", "updates_applied", "updates_rejected", "live_workers", "workers", "mean_return_100", "episodes_completed", "frames_per_second", "updates_per_second", "training_done", "uptime_seconds", "learning_rate", "metrics", "checkpoint_failures", "eval_mean_return", "eval_episodes_completed", "eval_window")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -264,6 +292,9 @@ class GetStatusResponse(_message.Message):
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    EVAL_MEAN_RETURN_FIELD_NUMBER: _ClassVar[int]
+    EVAL_EPISODES_COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    EVAL_WINDOW_FIELD_NUMBER: _ClassVar[int]
     global_frames: int
     version: int
     updates_applied: int
@@ -279,4 +310,7 @@ class GetStatusResponse(_message.Message):
     learning_rate: float
     metrics: _containers.ScalarMap[str, float]
     checkpoint_failures: int
-    def __init__(self, global_frames: _Optional[int] = ..., version: _Optional[int] = ..., updates_applied: _Optional[int] = ..., updates_rejected: _Optional[int] = ..., live_workers: _Optional[int] = ..., workers: _Optional[_Iterable[_Union[WorkerStatus, _Mapping]]] = ..., mean_return_100: _Optional[float] = ..., episodes_completed: _Optional[int] = ..., frames_per_second: _Optional[float] = ..., updates_per_second: _Optional[float] = ..., training_done: _Optional[bool] = ..., uptime_seconds: _Optional[float] = ..., learning_rate: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., checkpoint_failures: _Optional[int] = ...) -> None: ...
+    eval_mean_return: float
+    eval_episodes_completed: int
+    eval_window: int
+    def __init__(self, global_frames: _Optional[int] = ..., version: _Optional[int] = ..., updates_applied: _Optional[int] = ..., updates_rejected: _Optional[int] = ..., live_workers: _Optional[int] = ..., workers: _Optional[_Iterable[_Union[WorkerStatus, _Mapping]]] = ..., mean_return_100: _Optional[float] = ..., episodes_completed: _Optional[int] = ..., frames_per_second: _Optional[float] = ..., updates_per_second: _Optional[float] = ..., training_done: _Optional[bool] = ..., uptime_seconds: _Optional[float] = ..., learning_rate: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., checkpoint_failures: _Optional[int] = ..., eval_mean_return: _Optional[float] = ..., eval_episodes_completed: _Optional[int] = ..., eval_window: _Optional[int] = ...) -> None: ...

@@ -60,6 +60,11 @@ class ParameterServerServiceStub:
                 request_serializer=asyncrl_dot_v1_dot_parameter__server__pb2.GetStatusRequest.SerializeToString,
                 response_deserializer=asyncrl_dot_v1_dot_parameter__server__pb2.GetStatusResponse.FromString,
                 _registered_method=True)
+        self.ReportEvaluation = channel.unary_unary(
+                '/asyncrl.v1.ParameterServerService/ReportEvaluation',
+                request_serializer=asyncrl_dot_v1_dot_parameter__server__pb2.ReportEvaluationRequest.SerializeToString,
+                response_deserializer=asyncrl_dot_v1_dot_parameter__server__pb2.ReportEvaluationResponse.FromString,
+                _registered_method=True)
 
 
 class ParameterServerServiceServicer:
@@ -101,6 +106,13 @@ class ParameterServerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportEvaluation(self, request, context):
+        """An evaluation worker's finished episodes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ParameterServerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +140,11 @@ def add_ParameterServerServiceServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=asyncrl_dot_v1_dot_parameter__server__pb2.GetStatusRequest.FromString,
                     response_serializer=asyncrl_dot_v1_dot_parameter__server__pb2.GetStatusResponse.SerializeToString,
+            ),
+            'ReportEvaluation': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportEvaluation,
+                    request_deserializer=asyncrl_dot_v1_dot_parameter__server__pb2.ReportEvaluationRequest.FromString,
+                    response_serializer=asyncrl_dot_v1_dot_parameter__server__pb2.ReportEvaluationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +283,33 @@ class ParameterServerService:
             '/asyncrl.v1.ParameterServerService/GetStatus',
             asyncrl_dot_v1_dot_parameter__server__pb2.GetStatusRequest.SerializeToString,
             asyncrl_dot_v1_dot_parameter__server__pb2.GetStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportEvaluation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/asyncrl.v1.ParameterServerService/ReportEvaluation',
+            asyncrl_dot_v1_dot_parameter__server__pb2.ReportEvaluationRequest.SerializeToString,
+            asyncrl_dot_v1_dot_parameter__server__pb2.ReportEvaluationResponse.FromString,
             options,
             channel_credentials,
             insecure,
