@@ -16,7 +16,9 @@ Writes under docs/results/NAME/ (NAME: --name, default algo-env): asyncrl.csv, s
 curve.png (mean return against frames and against wall time, both systems) and
 summary.md, the table it prints: frames and wall time to each milestone, and asyncrl's
 as a ratio to SB3's (below 1: asyncrl got there sooner). --asyncrl-csv takes a finished
-`asyncrl train` run's progress.csv instead of training (the table says so).
+`asyncrl train` run's progress.csv instead of training, and --sb3-csv a finished SB3 run's
+CSV (this script's SB3_SCRIPT, run by hand: `python -c "$SB3_SCRIPT" ENV FRAMES SEED TARGET OUT`);
+the table says so.
 Needs `pip install -e .[bench]`.
 """
 
@@ -175,6 +177,8 @@ def main() -> int:
     parser.add_argument("--name", default=None, help="results folder under docs/results/ (default ALGO-ENV)")
     parser.add_argument("--asyncrl-csv", type=Path, default=None, help="a finished run's progress.csv instead "
                         "of training asyncrl")
+    parser.add_argument("--sb3-csv", type=Path, default=None, help="a finished SB3 A2C run's CSV instead of "
+                        "training SB3")
     parser.add_argument("asyncrl_flags", nargs="*", help="more `asyncrl train` flags, after --")
     args = parser.parse_args()
     args.sb3_frames = args.frames if args.sb3_frames is None else args.sb3_frames
@@ -188,8 +192,12 @@ def main() -> int:
     else:
         run_asyncrl(args, out / "asyncrl.csv")
     curves = {"asyncrl " + args.algo: read_curve(out / "asyncrl.csv")}
-    if args.sb3_frames > 0:
+    if args.sb3_csv is not None:
+        shutil.copy(args.sb3_csv, out / "sb3_a2c.csv")
+        note += f"; SB3 A2C from an earlier run ({args.sb3_csv.name})"
+    elif args.sb3_frames > 0:
         run_sb3(args, out / "sb3_a2c.csv")
+    if (out / "sb3_a2c.csv").exists() and (args.sb3_csv is not None or args.sb3_frames > 0):
         curves["sb3 a2c"] = read_curve(out / "sb3_a2c.csv")
     plot(curves, f"{args.algo} on {args.env_id}", out / "curve.png")
     table = summary(args, curves, note)
