@@ -167,6 +167,10 @@ class ServerOptions(_Checked):
     max_message_mb: float = _setting(64.0, "largest gRPC message accepted or sent, in MiB", check=_positive)
     heartbeat_interval: float = _setting(5.0, "seconds between a worker's calls when idle", check=_positive)
     silence_timeout: float = _setting(30.0, "a worker silent this many seconds is reported dead", check=_positive)
+    max_workers: int = _setting(
+        0, "most workers registered at once (0: no limit); beyond it RegisterWorker is RESOURCE_EXHAUSTED, and a "
+        "worker silent for --silence-timeout gives its slot to a newcomer", check=_non_negative,
+    )
     linger: float = _setting(
         10.0, "seconds to keep serving after training ends, so every worker and status poller hears it", check=_non_negative
     )

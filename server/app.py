@@ -67,7 +67,7 @@ def build_servicer(
         run_config_message(run.config, run.spec, max_message_bytes),
         run.store,
         WorkerRegistry(options.silence_timeout, first_id,
-                       functools.partial(_record_next_worker_id, checkpoint_dir, run.stats)),
+                       functools.partial(_record_next_worker_id, checkpoint_dir, run.stats), options.max_workers),
         run.stats,
         options.heartbeat_interval,
         ServerMetrics(),

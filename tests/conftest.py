@@ -162,6 +162,8 @@ def register(stub: pb_grpc.ParameterServerServiceStub, name: str = "test") -> pb
     return stub.RegisterWorker(pb.RegisterWorkerRequest(name=name, num_envs=1), timeout=10)
 
 
-def pull(stub: pb_grpc.ParameterServerServiceStub, worker_id: int, have_version: int = -1,
+def pull(stub: pb_grpc.ParameterServerServiceStub, worker: pb.RegisterWorkerResponse, have_version: int = -1,
          dtype: int = pb.DTYPE_FLOAT32) -> pb.PullWeightsResponse:
-    return stub.PullWeights(pb.PullWeightsRequest(worker_id=worker_id, have_version=have_version, dtype=dtype), timeout=10)
+    """PullWeights as the registered worker (its id and secret)."""
+    return stub.PullWeights(pb.PullWeightsRequest(worker_id=worker.worker_id, have_version=have_version, dtype=dtype,
+                                                  worker_secret=worker.worker_secret), timeout=10)

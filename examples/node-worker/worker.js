@@ -139,6 +139,7 @@ class Worker {
     });
     this.stats.registrations += 1;
     this.workerId = reply.worker_id;
+    this.workerSecret = reply.worker_secret; // a Buffer; every later call naming workerId carries it
     this.config = reply.config;
     this.sequenceNumber = 0; // a new id starts a new sequence
     this.version = -1; // a restarted server may hold other weights: pull before pushing
@@ -175,6 +176,7 @@ class Worker {
   async pull() {
     const reply = await this.client.call('PullWeights', {
       worker_id: this.workerId,
+      worker_secret: this.workerSecret,
       have_version: this.version,
       dtype: 'DTYPE_FLOAT32',
       have_target_version: -1,
@@ -279,6 +281,7 @@ class Worker {
     this.sequenceNumber += 1; // a new push; retries inside client.call reuse the whole request, number included
     const request = {
       worker_id: this.workerId,
+      worker_secret: this.workerSecret,
       base_version: base,
       sequence_number: this.sequenceNumber,
       frames,

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!asyncrl/v1/parameter_server.proto\x12\nasyncrl.v1\"U\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12 \n\x05\x64type\x18\x02 \x01(\x0e\x32\x11.asyncrl.v1.Dtype\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"K\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12 \n\x05\x64type\x18\x03 \x01(\x0e\x32\x11.asyncrl.v1.Dtype\"\x8f\x01\n\tModelSpec\x12\x14\n\x0c\x61rchitecture\x18\x01 \x01(\t\x12\x19\n\x11observation_shape\x18\x02 \x03(\x03\x12\x13\n\x0bnum_actions\x18\x03 \x01(\x05\x12\x14\n\x0chidden_sizes\x18\x04 \x03(\x05\x12&\n\x06layout\x18\x05 \x03(\x0b\x32\x16.asyncrl.v1.TensorSpec\"\xc1\x03\n\tRunConfig\x12(\n\talgorithm\x18\x01 \x01(\x0e\x32\x15.asyncrl.v1.Algorithm\x12\x0e\n\x06\x65nv_id\x18\x02 \x01(\t\x12\r\n\x05gamma\x18\x03 \x01(\x02\x12\r\n\x05t_max\x18\x04 \x01(\x05\x12\x14\n\x0c\x65ntropy_beta\x18\x05 \x01(\x02\x12\x17\n\x0fvalue_loss_coef\x18\x06 \x01(\x02\x12\x12\n\nmax_frames\x18\x07 \x01(\x03\x12\x15\n\rmax_staleness\x18\x08 \x01(\x03\x12\x19\n\x11max_message_bytes\x18\t \x01(\x03\x12$\n\x05model\x18\n \x01(\x0b\x32\x15.asyncrl.v1.ModelSpec\x12\x14\n\x0c\x61sync_update\x18\x0b \x01(\x05\x12\x1c\n\x14target_update_frames\x18\x0c \x01(\x03\x12\x16\n\x0e\x65psilon_values\x18\r \x03(\x02\x12\x1d\n\x15\x65psilon_probabilities\x18\x0e \x03(\x02\x12\x1d\n\x15\x65psilon_anneal_frames\x18\x0f \x01(\x03\x12!\n\x19repeat_action_probability\x18\x10 \x01(\x02\x12\x14\n\x0c\x63lip_rewards\x18\x11 \x01(\x08\"\x8d\x01\n\x15RegisterWorkerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08num_envs\x18\x02 \x01(\x05\x12*\n\x0f\x61\x63\x63\x65pted_dtypes\x18\x03 \x03(\x0e\x32\x11.asyncrl.v1.Dtype\x12(\n\talgorithm\x18\x04 \x01(\x0e\x32\x15.asyncrl.v1.Algorithm\"\x84\x01\n\x16RegisterWorkerResponse\x12\x11\n\tworker_id\x18\x01 \x01(\r\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12%\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x15.asyncrl.v1.RunConfig\x12\"\n\x1aheartbeat_interval_seconds\x18\x04 \x01(\x01\"|\n\x12PullWeightsRequest\x12\x11\n\tworker_id\x18\x01 \x01(\r\x12\x14\n\x0chave_version\x18\x02 \x01(\x03\x12 \n\x05\x64type\x18\x03 \x01(\x0e\x32\x11.asyncrl.v1.Dtype\x12\x1b\n\x13have_target_version\x18\x04 \x01(\x03\"\xc3\x01\n\x13PullWeightsResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12&\n\nparameters\x18\x02 \x03(\x0b\x32\x12.asyncrl.v1.Tensor\x12\x15\n\rglobal_frames\x18\x03 \x01(\x03\x12\x15\n\rtraining_done\x18\x04 \x01(\x08\x12\x16\n\x0etarget_version\x18\x05 \x01(\x03\x12-\n\x11target_parameters\x18\x06 \x03(\x0b\x32\x12.asyncrl.v1.Tensor\"7\n\rEpisodeResult\x12\x16\n\x0e\x65pisode_return\x18\x01 \x01(\x01\x12\x0e\n\x06length\x18\x02 \x01(\x03\"\xee\x02\n\x14PushGradientsRequest\x12\x11\n\tworker_id\x18\x01 \x01(\r\x12\x14\n\x0c\x62\x61se_version\x18\x02 \x01(\x03\x12\x17\n\x0fsequence_number\x18\x03 \x01(\x04\x12\x0e\n\x06\x66rames\x18\x04 \x01(\x03\x12%\n\tgradients\x18\x05 \x03(\x0b\x32\x12.asyncrl.v1.Tensor\x12+\n\x08\x65pisodes\x18\x06 \x03(\x0b\x32\x19.asyncrl.v1.EpisodeResult\x12.\n\x13reply_weights_dtype\x18\x07 \x01(\x0e\x32\x11.asyncrl.v1.Dtype\x12\x10\n\x08\x65psilons\x18\x08 \x03(\x02\x12>\n\x07metrics\x18\t \x03(\x0b\x32-.asyncrl.v1.PushGradientsRequest.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x96\x01\n\x15PushGradientsResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x15\n\rglobal_frames\x18\x02 \x01(\x03\x12\x15\n\rtraining_done\x18\x03 \x01(\x08\x12&\n\nparameters\x18\x04 \x03(\x0b\x32\x12.asyncrl.v1.Tensor\x12\x16\n\x0etarget_version\x18\x05 \x01(\x03\"\x12\n\x10GetConfigRequest\":\n\x11GetConfigResponse\x12%\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x15.asyncrl.v1.RunConfig\"\x12\n\x10GetStatusRequest\"\x9b\x01\n\x0cWorkerStatus\x12\x11\n\tworker_id\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08num_envs\x18\x03 \x01(\x05\x12\x1f\n\x17seconds_since_last_seen\x18\x04 \x01(\x01\x12\r\n\x05\x61live\x18\x05 \x01(\x08\x12\x16\n\x0epushes_applied\x18\x06 \x01(\x03\x12\x10\n\x08\x65psilons\x18\x07 \x03(\x02\"\xeb\x03\n\x11GetStatusResponse\x12\x15\n\rglobal_frames\x18\x01 \x01(\x03\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x17\n\x0fupdates_applied\x18\x03 \x01(\x03\x12\x18\n\x10updates_rejected\x18\x04 \x01(\x03\x12\x14\n\x0clive_workers\x18\x05 \x01(\x05\x12)\n\x07workers\x18\x06 \x03(\x0b\x32\x18.asyncrl.v1.WorkerStatus\x12\x17\n\x0fmean_return_100\x18\x07 \x01(\x01\x12\x1a\n\x12\x65pisodes_completed\x18\x08 \x01(\x03\x12\x19\n\x11\x66rames_per_second\x18\t \x01(\x01\x12\x1a\n\x12updates_per_second\x18\n \x01(\x01\x12\x15\n\rtraining_done\x18\x0b \x01(\x08\x12\x16\n\x0euptime_seconds\x18\x0c \x01(\x01\x12\x15\n\rlearning_rate\x18\r \x01(\x01\x12;\n\x07metrics\x18\x0e \x03(\x0b\x32*.asyncrl.v1.GetStatusResponse.MetricsEntry\x12\x1b\n\x13\x63heckpoint_failures\x18\x0f \x01(\x03\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*X\n\x05\x44type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x11\n\rDTYPE_FLOAT16\x10\x02\x12\x12\n\x0e\x44TYPE_BFLOAT16\x10\x03*\x89\x01\n\tAlgorithm\x12\x19\n\x15\x41LGORITHM_UNSPECIFIED\x10\x00\x12\x11\n\rALGORITHM_A3C\x10\x01\x12\x18\n\x14\x41LGORITHM_ONE_STEP_Q\x10\x02\x12\x1c\n\x18\x41LGORITHM_ONE_STEP_SARSA\x10\x03\x12\x16\n\x12\x41LGORITHM_N_STEP_Q\x10\x04\x32\xab\x03\n\x16ParameterServerService\x12W\n\x0eRegisterWorker\x12!.asyncrl.v1.RegisterWorkerRequest\x1a\".asyncrl.v1.RegisterWorkerResponse\x12H\n\tGetConfig\x12\x1c.asyncrl.v1.GetConfigRequest\x1a\x1d.asyncrl.v1.GetConfigResponse\x12N\n\x0bPullWeights\x12\x1e.asyncrl.v1.PullWeightsRequest\x1a\x1f.asyncrl.v1.PullWeightsResponse\x12T\n\rPushGradients\x12 .asyncrl.v1.PushGradientsRequest\x1a!.asyncrl.v1.PushGradientsResponse\x12H\n\tGetStatus\x12\x1c.asyncrl.v1.GetStatusRequest\x1a\x1d.asyncrl.v1.GetStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!asyncrl/v1/parameter_server.proto\x12\nasyncrl.v1\"U\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12 \n\x05\x64type\x18\x02 \x01(\x0e\x32\x11.asyncrl.v1.Dtype\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"K\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12 \n\x05\x64type\x18\x03 \x01(\x0e\x32\x11.asyncrl.v1.Dtype\"\x8f\x01\n\tModelSpec\x12\x14\n\x0c\x61rchitecture\x18\x01 \x01(\t\x12\x19\n\x11observation_shape\x18\x02 \x03(\x03\x12\x13\n\x0bnum_actions\x18\x03 \x01(\x05\x12\x14\n\x0chidden_sizes\x18\x04 \x03(\x05\x12&\n\x06layout\x18\x05 \x03(\x0b\x32\x16.asyncrl.v1.TensorSpec\"\xc1\x03\n\tRunConfig\x12(\n\talgorithm\x18\x01 \x01(\x0e\x32\x15.asyncrl.v1.Algorithm\x12\x0e\n\x06\x65nv_id\x18\x02 \x01(\t\x12\r\n\x05gamma\x18\x03 \x01(\x02\x12\r\n\x05t_max\x18\x04 \x01(\x05\x12\x14\n\x0c\x65ntropy_beta\x18\x05 \x01(\x02\x12\x17\n\x0fvalue_loss_coef\x18\x06 \x01(\x02\x12\x12\n\nmax_frames\x18\x07 \x01(\x03\x12\x15\n\rmax_staleness\x18\x08 \x01(\x03\x12\x19\n\x11max_message_bytes\x18\t \x01(\x03\x12$\n\x05model\x18\n \x01(\x0b\x32\x15.asyncrl.v1.ModelSpec\x12\x14\n\x0c\x61sync_update\x18\x0b \x01(\x05\x12\x1c\n\x14target_update_frames\x18\x0c \x01(\x03\x12\x16\n\x0e\x65psilon_values\x18\r \x03(\x02\x12\x1d\n\x15\x65psilon_probabilities\x18\x0e \x03(\x02\x12\x1d\n\x15\x65psilon_anneal_frames\x18\x0f \x01(\x03\x12!\n\x19repeat_action_probability\x18\x10 \x01(\x02\x12\x14\n\x0c\x63lip_rewards\x18\x11 \x01(\x08\"\x8d\x01\n\x15RegisterWorkerRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08num_envs\x18\x02 \x01(\x05\x12*\n\x0f\x61\x63\x63\x65pted_dtypes\x18\x03 \x03(\x0e\x32\x11.asyncrl.v1.Dtype\x12(\n\talgorithm\x18\x04 \x01(\x0e\x32\x15.asyncrl.v1.Algorithm\"\x9b\x01\n\x16RegisterWorkerResponse\x12\x11\n\tworker_id\x18\x01 \x01(\r\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12%\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x15.asyncrl.v1.RunConfig\x12\"\n\x1aheartbeat_interval_seconds\x18\x04 \x01(\x01\x12\x15\n\rworker_secret\x18\x05 \x01(\x0c\"\x93\x01\n\x12PullWeightsRequest\x12\x11\n\tworker_id\x18\x01 \x01(\r\x12\x14\n\x0chave_version\x18\x02 \x01(\x03\x12 \n\x05\x64type\x18\x03 \x01(\x0e\x32\x11.asyncrl.v1.Dtype\x12\x1b\n\x13have_target_version\x18\x04 \x01(\x03\x12\x15\n\rworker_secret\x18\x05 \x01(\x0c\"\xc3\x01\n\x13PullWeightsResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12&\n\nparameters\x18\x02 \x03(\x0b\x32\x12.asyncrl.v1.Tensor\x12\x15\n\rglobal_frames\x18\x03 \x01(\x03\x12\x15\n\rtraining_done\x18\x04 \x01(\x08\x12\x16\n\x0etarget_version\x18\x05 \x01(\x03\x12-\n\x11target_parameters\x18\x06 \x03(\x0b\x32\x12.asyncrl.v1.Tensor\"7\n\rEpisodeResult\x12\x16\n\x0e\x65pisode_return\x18\x01 \x01(\x01\x12\x0e\n\x06length\x18\x02 \x01(\x03\"\x85\x03\n\x14PushGradientsRequest\x12\x11\n\tworker_id\x18\x01 \x01(\r\x12\x14\n\x0c\x62\x61se_version\x18\x02 \x01(\x03\x12\x17\n\x0fsequence_number\x18\x03 \x01(\x04\x12\x0e\n\x06\x66rames\x18\x04 \x01(\x03\x12%\n\tgradients\x18\x05 \x03(\x0b\x32\x12.asyncrl.v1.Tensor\x12+\n\x08\x65pisodes\x18\x06 \x03(\x0b\x32\x19.asyncrl.v1.EpisodeResult\x12.\n\x13reply_weights_dtype\x18\x07 \x01(\x0e\x32\x11.asyncrl.v1.Dtype\x12\x10\n\x08\x65psilons\x18\x08 \x03(\x02\x12>\n\x07metrics\x18\t \x03(\x0b\x32-.asyncrl.v1.PushGradientsRequest.MetricsEntry\x12\x15\n\rworker_secret\x18\n \x01(\x0c\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x96\x01\n\x15PushGradientsResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x15\n\rglobal_frames\x18\x02 \x01(\x03\x12\x15\n\rtraining_done\x18\x03 \x01(\x08\x12&\n\nparameters\x18\x04 \x03(\x0b\x32\x12.asyncrl.v1.Tensor\x12\x16\n\x0etarget_version\x18\x05 \x01(\x03\"\x12\n\x10GetConfigRequest\":\n\x11GetConfigResponse\x12%\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x15.asyncrl.v1.RunConfig\"\x12\n\x10GetStatusRequest\"\x9b\x01\n\x0cWorkerStatus\x12\x11\n\tworker_id\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08num_envs\x18\x03 \x01(\x05\x12\x1f\n\x17seconds_since_last_seen\x18\x04 \x01(\x01\x12\r\n\x05\x61live\x18\x05 \x01(\x08\x12\x16\n\x0epushes_applied\x18\x06 \x01(\x03\x12\x10\n\x08\x65psilons\x18\x07 \x03(\x02\"\x9c\x04\n\x11GetStatusResponse\x12\x15\n\rglobal_frames\x18\x01 \x01(\x03\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x17\n\x0fupdates_applied\x18\x03 \x01(\x03\x12\x18\n\x10updates_rejected\x18\x04 \x01(\x03\x12\x14\n\x0clive_workers\x18\x05 \x01(\x05\x12)\n\x07workers\x18\x06 \x03(\x0b\x32\x18.asyncrl.v1.WorkerStatus\x12\x17\n\x0fmean_return_100\x18\x07 \x01(\x01\x12\x1a\n\x12\x65pisodes_completed\x18\x08 \x01(\x03\x12\x19\n\x11\x66rames_per_second\x18\t \x01(\x01\x12\x1a\n\x12updates_per_second\x18\n \x01(\x01\x12\x15\n\rtraining_done\x18\x0b \x01(\x08\x12\x16\n\x0euptime_seconds\x18\x0c \x01(\x01\x12\x15\n\rlearning_rate\x18\r \x01(\x01\x12;\n\x07metrics\x18\x0e \x03(\x0b\x32*.asyncrl.v1.GetStatusResponse.MetricsEntry\x12\x1b\n\x13\x63heckpoint_failures\x18\x0f \x01(\x03\x12\x1a\n\x12registered_workers\x18\x10 \x01(\x05\x12\x13\n\x0bmax_workers\x18\x11 \x01(\x05\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*X\n\x05\x44type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x11\n\rDTYPE_FLOAT16\x10\x02\x12\x12\n\x0e\x44TYPE_BFLOAT16\x10\x03*\x89\x01\n\tAlgorithm\x12\x19\n\x15\x41LGORITHM_UNSPECIFIED\x10\x00\x12\x11\n\rALGORITHM_A3C\x10\x01\x12\x18\n\x14\x41LGORITHM_ONE_STEP_Q\x10\x02\x12\x1c\n\x18\x41LGORITHM_ONE_STEP_SARSA\x10\x03\x12\x16\n\x12\x41LGORITHM_N_STEP_Q\x10\x04\x32\xab\x03\n\x16ParameterServerService\x12W\n\x0eRegisterWorker\x12!.asyncrl.v1.RegisterWorkerRequest\x1a\".asyncrl.v1.RegisterWorkerResponse\x12H\n\tGetConfig\x12\x1c.asyncrl.v1.GetConfigRequest\x1a\x1d.asyncrl.v1.GetConfigResponse\x12N\n\x0bPullWeights\x12\x1e.asyncrl.v1.PullWeightsRequest\x1a\x1f.asyncrl.v1.PullWeightsResponse\x12T\n\rPushGradients\x12 .asyncrl.v1.PushGradientsRequest\x1a!.asyncrl.v1.PushGradientsResponse\x12H\n\tGetStatus\x12\x1c.asyncrl.v1.GetStatusRequest\x1a\x1d.asyncrl.v1.GetStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,10 +35,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PUSHGRADIENTSREQUEST_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_GETSTATUSRESPONSE_METRICSENTRY']._loaded_options = None
   _globals['_GETSTATUSRESPONSE_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_DTYPE']._serialized_start=2745
-  _globals['_DTYPE']._serialized_end=2833
-  _globals['_ALGORITHM']._serialized_start=2836
-  _globals['_ALGORITHM']._serialized_end=2973
+  _globals['_DTYPE']._serialized_start=2864
+  _globals['_DTYPE']._serialized_end=2952
+  _globals['_ALGORITHM']._serialized_start=2955
+  _globals['_ALGORITHM']._serialized_end=3092
   _globals['_TENSOR']._serialized_start=49
   _globals['_TENSOR']._serialized_end=134
   _globals['_TENSORSPEC']._serialized_start=136
@@ -50,31 +50,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTERWORKERREQUEST']._serialized_start=812
   _globals['_REGISTERWORKERREQUEST']._serialized_end=953
   _globals['_REGISTERWORKERRESPONSE']._serialized_start=956
-  _globals['_REGISTERWORKERRESPONSE']._serialized_end=1088
-  _globals['_PULLWEIGHTSREQUEST']._serialized_start=1090
-  _globals['_PULLWEIGHTSREQUEST']._serialized_end=1214
-  _globals['_PULLWEIGHTSRESPONSE']._serialized_start=1217
-  _globals['_PULLWEIGHTSRESPONSE']._serialized_end=1412
-  _globals['_EPISODERESULT']._serialized_start=1414
-  _globals['_EPISODERESULT']._serialized_end=1469
-  _globals['_PUSHGRADIENTSREQUEST']._serialized_start=1472
-  _globals['_PUSHGRADIENTSREQUEST']._serialized_end=1838
-  _globals['_PUSHGRADIENTSREQUEST_METRICSENTRY']._serialized_start=1792
-  _globals['_PUSHGRADIENTSREQUEST_METRICSENTRY']._serialized_end=1838
-  _globals['_PUSHGRADIENTSRESPONSE']._serialized_start=1841
-  _globals['_PUSHGRADIENTSRESPONSE']._serialized_end=1991
-  _globals['_GETCONFIGREQUEST']._serialized_start=1993
-  _globals['_GETCONFIGREQUEST']._serialized_end=2011
-  _globals['_GETCONFIGRESPONSE']._serialized_start=2013
-  _globals['_GETCONFIGRESPONSE']._serialized_end=2071
-  _globals['_GETSTATUSREQUEST']._serialized_start=2073
-  _globals['_GETSTATUSREQUEST']._serialized_end=2091
-  _globals['_WORKERSTATUS']._serialized_start=2094
-  _globals['_WORKERSTATUS']._serialized_end=2249
-  _globals['_GETSTATUSRESPONSE']._serialized_start=2252
-  _globals['_GETSTATUSRESPONSE']._serialized_end=2743
-  _globals['_GETSTATUSRESPONSE_METRICSENTRY']._serialized_start=1792
-  _globals['_GETSTATUSRESPONSE_METRICSENTRY']._serialized_end=1838
-  _globals['_PARAMETERSERVERSERVICE']._serialized_start=2976
-  _globals['_PARAMETERSERVERSERVICE']._serialized_end=3403
+  _globals['_REGISTERWORKERRESPONSE']._serialized_end=1111
+  _globals['_PULLWEIGHTSREQUEST']._serialized_start=1114
+  _globals['_PULLWEIGHTSREQUEST']._serialized_end=1261
+  _globals['_PULLWEIGHTSRESPONSE']._serialized_start=1264
+  _globals['_PULLWEIGHTSRESPONSE']._serialized_end=1459
+  _globals['_EPISODERESULT']._serialized_start=1461
+  _globals['_EPISODERESULT']._serialized_end=1516
+  _globals['_PUSHGRADIENTSREQUEST']._serialized_start=1519
+  _globals['_PUSHGRADIENTSREQUEST']._serialized_end=1908
+  _globals['_PUSHGRADIENTSREQUEST_METRICSENTRY']._serialized_start=1862
+  _globals['_PUSHGRADIENTSREQUEST_METRICSENTRY']._serialized_end=1908
+  _globals['_PUSHGRADIENTSRESPONSE']._serialized_start=1911
+  _globals['_PUSHGRADIENTSRESPONSE']._serialized_end=2061
+  _globals['_GETCONFIGREQUEST']._serialized_start=2063
+  _globals['_GETCONFIGREQUEST']._serialized_end=2081
+  _globals['_GETCONFIGRESPONSE']._serialized_start=2083
+  _globals['_GETCONFIGRESPONSE']._serialized_end=2141
+  _globals['_GETSTATUSREQUEST']._serialized_start=2143
+  _globals['_GETSTATUSREQUEST']._serialized_end=2161
+  _globals['_WORKERSTATUS']._serialized_start=2164
+  _globals['_WORKERSTATUS']._serialized_end=2319
+  _globals['_GETSTATUSRESPONSE']._serialized_start=2322
+  _globals['_GETSTATUSRESPONSE']._serialized_end=2862
+  _globals['_GETSTATUSRESPONSE_METRICSENTRY']._serialized_start=1862
+  _globals['_GETSTATUSRESPONSE_METRICSENTRY']._serialized_end=1908
+  _globals['_PARAMETERSERVERSERVICE']._serialized_start=3095
+  _globals['_PARAMETERSERVERSERVICE']._serialized_end=3522
 # @@protoc_insertion_point(module_scope)
