@@ -27,7 +27,7 @@ from asyncrl.common.algorithms.a3c import rollout_loss
 from asyncrl.common.models import build_model
 from asyncrl.common.rollout import Rollout
 from asyncrl.v1 import parameter_server_pb2 as pb
-from conftest import ROOT, ServerProcess, pull, register
+from conftest import ROOT, Pki, ServerProcess, pull, register
 
 WORKER_DIR = ROOT / "examples" / "node-worker"
 # The Node worker implements the shared-body MLP (mlp_actor_critic), not the default two-body one.
@@ -151,6 +151,18 @@ def test_node_worker_trains_until_the_server_says_done(server_factory, start_nod
                if not torch.equal(b, a)]
     assert changed == [s.name for s in observer.config.model.layout], f"parameters unchanged: {changed}"
     assert "server says training is over" in worker.log()
+
+
+def test_node_worker_speaks_token_and_mutual_tls(server_factory, start_node, pki: Pki):
+    """With the token and a client certificate its pushes are applied; without the token it stops (exit 2)."""
+    server = server_factory(*NODE_RUN, "--auth-token-file", str(pki.token), "--tls-cert", pki.cert,
+                            "--tls-key", pki.key, "--tls-client-ca", pki.client_ca)
+    tls = ("--tls-ca", pki.ca, "--tls-client-cert", pki.client_cert, "--tls-client-key", pki.client_key)
+    worker = start_node(server.address, "node-secure", "--max-pushes", "5", "--auth-token-file", str(pki.token), *tls)
+    assert worker.wait_ok(timeout=60)["pushes"] == 5
+    tokenless = start_node(server.address, "node-tokenless", *tls)
+    assert tokenless.wait(timeout=60) == 2
+    assert "UNAUTHENTICATED" in tokenless.log()
 
 
 # --- 2. the gradients are the A3C loss's; the environment is gymnasium's CartPole ---------------
