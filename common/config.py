@@ -288,6 +288,14 @@ class TrainOptions(ServerSecurity, ClientSecurity):
     run_dir: str = _setting("runs/latest", "directory for the CSV log, checkpoints and process logs")
     progress_interval: float = _setting(2.0, "seconds between progress lines", check=_positive)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.tls_cert and not self.tls_ca:
+            raise ConfigError(_bad(self, "tls_ca", "", "the launcher and its workers need the CA of --tls-cert"))
+        if self.tls_client_ca and not self.tls_client_cert:
+            raise ConfigError(_bad(self, "tls_client_cert", "", "with --tls-client-ca, the launcher and its workers "
+                                   "need a client certificate"))
+
 
 Options = TypeVar("Options")
 

@@ -160,15 +160,17 @@ def test_train_runs_with_token_and_mutual_tls(tmp_path: Path, pki: Pki):
 
 
 @pytest.mark.parametrize(("flags", "message"), [
+    (["train", "--tls-cert", "CERT", "--tls-key", "KEY"], "the launcher and its workers need the CA of --tls-cert"),
     (["--auth-token-file", "/nonexistent/token"], "--auth-token-file (ASYNCRL_AUTH_TOKEN_FILE) = '/nonexistent/token': "
                                                   "cannot read it"),
     (["--tls-cert", "CERT"], "--tls-cert and --tls-key go together"),
     (["--tls-cert", "TOKEN", "--tls-key", "TOKEN"], "not a PEM file"),
     (["--tls-client-ca", "CA"], "mutual TLS needs --tls-cert and --tls-key"),
-], ids=["missing-token-file", "cert-without-key", "not-pem", "client-ca-without-cert"])
-def test_security_mistakes_end_the_server_with_one_line(pki: Pki, flags: list[str], message: str):
-    files = {"CERT": pki.cert, "TOKEN": str(pki.token), "CA": pki.client_ca}
-    result = asyncrl("server", "--port", "0", *[files.get(flag, flag) for flag in flags])
+], ids=["train-tls-without-ca", "missing-token-file", "cert-without-key", "not-pem", "client-ca-without-cert"])
+def test_security_mistakes_end_the_command_with_one_line(pki: Pki, flags: list[str], message: str):
+    files = {"CERT": pki.cert, "KEY": pki.key, "TOKEN": str(pki.token), "CA": pki.client_ca}
+    command, flags = (["train"], flags[1:]) if flags[0] == "train" else (["server", "--port", "0"], flags)
+    result = asyncrl(*command, *[files.get(flag, flag) for flag in flags])
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
