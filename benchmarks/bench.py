@@ -354,7 +354,8 @@ def server_handlers(
     """
     servicer = build_servicer(run.config(target_return=None, max_frames=int(NO_END)),
                               ServerOptions(checkpoint_dir=str(directory / "handler-checkpoints")))
-    worker_id = servicer.RegisterWorker(pb.RegisterWorkerRequest(name="bench-handler", num_envs=1), None).worker_id
+    registration = servicer.RegisterWorker(pb.RegisterWorkerRequest(name="bench-handler", num_envs=1), None)
+    worker_id, secret = registration.worker_id, registration.worker_secret
     wire = tensors.WIRE_DTYPES[run.dtype]
     encoded = servicer.store.layout.encode(gradients, wire)
     state = {"version": 0, "sequence": 0}
@@ -363,10 +364,10 @@ def server_handlers(
         state["sequence"] += 1
         request = pb.PushGradientsRequest(worker_id=worker_id, base_version=state["version"],
                                           sequence_number=state["sequence"], frames=frames, gradients=encoded,
-                                          reply_weights_dtype=wire)
+                                          reply_weights_dtype=wire, worker_secret=secret)
         state["version"] = servicer.PushGradients(request, None).version  # a valid push never touches the context
 
-    pull_request = pb.PullWeightsRequest(worker_id=worker_id, have_version=-1, dtype=wire)
+    pull_request = pb.PullWeightsRequest(worker_id=worker_id, have_version=-1, dtype=wire, worker_secret=secret)
     pushes = timed(push, calls, warm)
     pulls = timed(lambda: servicer.PullWeights(pull_request, None), calls, warm)
     applies = timed(lambda: servicer.store.apply(gradients.clone(), frames), calls, warm)

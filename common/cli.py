@@ -32,6 +32,7 @@ import logging  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from asyncrl.common.config import (  # noqa: E402
+    ClientOptions,
     ConfigError,
     RunConfig,
     ServerOptions,
@@ -59,8 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(train, TrainOptions, "launcher")
     add_arguments(train, RunConfig, "run")
     status = commands.add_parser("status", help="print a server's status")
-    status.add_argument("--server", default=None, metavar="HOST:PORT",
-                        help="server address (default: 127.0.0.1:50051; env ASYNCRL_SERVER)")
+    add_arguments(status, ClientOptions, "connection")
     status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
     evaluate = commands.add_parser("eval", help="play a checkpoint's policy and report the scores")
     evaluate.add_argument("--checkpoint", required=True, type=Path, help="a checkpoint file written by the server")
@@ -76,8 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     health = commands.add_parser(
         "health", help="exit 0 if a server's gRPC health service says SERVING, else 1 (for container healthchecks)"
     )
-    health.add_argument("--server", default=None, metavar="HOST:PORT",
-                        help="server address (default: 127.0.0.1:50051; env ASYNCRL_SERVER)")
+    add_arguments(health, ClientOptions, "connection")
     health.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer")
     return parser
 
@@ -155,17 +154,20 @@ def _run(args: argparse.Namespace) -> int:
         except FileNotFoundError as error:
             raise ConfigError(str(error)) from None
         return 0
-    address = args.server or os.environ.get("ASYNCRL_SERVER", "127.0.0.1:50051")
+    client = from_namespace(ClientOptions, args)
     if args.command == "health":
-        return _check_health(address, args.timeout)
-    return _print_status(address, args.timeout)
+        return _check_health(client, args.timeout)
+    return _print_status(client, args.timeout)
 
 
-def _check_health(address: str, timeout: float) -> int:
+def _check_health(client: ClientOptions, timeout: float) -> int:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(address) as channel:
+    from asyncrl.common.security import client_channel
+
+    address = client.server
+    with client_channel(address, client) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
         except grpc.RpcError as error:
@@ -176,18 +178,25 @@ def _check_health(address: str, timeout: float) -> int:
     return 0 if serving else 1
 
 
-def _print_status(address: str, timeout: float) -> int:
+def _print_status(client: ClientOptions, timeout: float) -> int:
+    """GetStatus on a channel whose receive limit is the server's advertised maximum (GetConfig, a small reply, first)."""
     import grpc
 
     from asyncrl.common.progress import status_report
+    from asyncrl.common.security import client_channel
     from asyncrl.v1 import parameter_server_pb2 as pb
     from asyncrl.v1 import parameter_server_pb2_grpc as pb_grpc
 
-    with grpc.insecure_channel(address) as channel:
-        try:
+    try:
+        with client_channel(client.server, client) as channel:
+            config = pb_grpc.ParameterServerServiceStub(channel).GetConfig(pb.GetConfigRequest(), timeout=timeout).config
+        limit = [("grpc.max_receive_message_length", max(config.max_message_bytes, 4 * 2**20))]
+        with client_channel(client.server, client, limit) as channel:
             status = pb_grpc.ParameterServerServiceStub(channel).GetStatus(pb.GetStatusRequest(), timeout=timeout)
-        except grpc.RpcError as error:
-            print(f"asyncrl status: cannot reach {address}: {error.code().name} ({error.details()})", file=sys.stderr)
-            return 1
+    except grpc.RpcError as error:
+        unreachable = error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        print(f"asyncrl status: {'cannot reach ' if unreachable else ''}{client.server}: {error.code().name} "
+              f"({error.details()})", file=sys.stderr)
+        return 1
     print(status_report(status))
     return 0

@@ -58,6 +58,25 @@ def _port(value: int) -> str | None:
     return None if 0 <= value <= 65535 else "must be a port number in 0..65535 (0 picks a free one)"
 
 
+def _readable(path: str) -> str | None:
+    """A file named by a security flag must be readable when the command starts, not at the first call."""
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            content = handle.read()
+    except OSError as error:
+        return f"cannot read it: {error.strerror or error}"
+    return None if content.strip() else "the file is empty"
+
+
+def _pem(path: str) -> str | None:
+    if (problem := _readable(path)) is not None or not path:
+        return problem
+    with open(path, "rb") as handle:
+        return None if b"-----BEGIN " in handle.read() else "not a PEM file (no -----BEGIN line)"
+
+
 class _Checked:
     """Checks every field's choices and range when an instance is built, from flags or from code."""
 
@@ -170,7 +189,63 @@ class RunConfig(_Checked):
 
 
 @dataclass(frozen=True)
-class ServerOptions(_Checked):
+class ServerSecurity(_Checked):
+    """Who may call the server: a bearer token, TLS, and mutual TLS (see README, "Running across a network you
+    don't trust")."""
+
+    auth_token_file: str = _setting(
+        "", "a file holding the bearer token every call must carry (authorization metadata; health checks are "
+        "exempt); '' accepts calls without one", check=_readable,
+    )
+    tls_cert: str = _setting("", "PEM certificate chain the server presents: serve TLS ('': plaintext)", check=_pem)
+    tls_key: str = _setting("", "PEM private key of --tls-cert", check=_pem)
+    tls_client_ca: str = _setting(
+        "", "PEM CA certificates: with it (and --tls-cert), every client must present a certificate they signed "
+        "(mutual TLS)", check=_pem,
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError(_bad(self, "tls_key" if self.tls_cert else "tls_cert", "",
+                                   "--tls-cert and --tls-key go together"))
+        if self.tls_client_ca and not self.tls_cert:
+            raise ConfigError(_bad(self, "tls_client_ca", self.tls_client_ca, "mutual TLS needs --tls-cert and --tls-key"))
+
+
+@dataclass(frozen=True)
+class ClientSecurity(_Checked):
+    """How a client proves itself to the server and checks the server: the counterpart of ServerSecurity."""
+
+    auth_token_file: str = _setting(
+        "", "a file holding the server's bearer token, sent with every call ('': none)", check=_readable,
+    )
+    tls_ca: str = _setting(
+        "", "PEM CA certificates to verify the server's certificate with: connect over TLS ('': plaintext)",
+        check=_pem,
+    )
+    tls_client_cert: str = _setting("", "PEM certificate chain to present to a server that requires mutual TLS",
+                                    check=_pem)
+    tls_client_key: str = _setting("", "PEM private key of --tls-client-cert", check=_pem)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if bool(self.tls_client_cert) != bool(self.tls_client_key):
+            raise ConfigError(_bad(self, "tls_client_key" if self.tls_client_cert else "tls_client_cert", "",
+                                   "--tls-client-cert and --tls-client-key go together"))
+        if self.tls_client_cert and not self.tls_ca:
+            raise ConfigError(_bad(self, "tls_ca", "", "a client certificate is for TLS: set --tls-ca too"))
+
+
+@dataclass(frozen=True)
+class ClientOptions(ClientSecurity):
+    """Where a client (a worker, `asyncrl status`, `asyncrl health`) finds the server, and how it connects."""
+
+    server: str = _setting("127.0.0.1:50051", "parameter server address, HOST:PORT")
+
+
+@dataclass(frozen=True)
+class ServerOptions(ServerSecurity):
     """How the parameter-server daemon serves and persists a run."""
 
     host: str = _setting("127.0.0.1", "address to listen on ('0.0.0.0' for all interfaces)")
@@ -183,6 +258,10 @@ class ServerOptions(_Checked):
     max_message_mb: float = _setting(64.0, "largest gRPC message accepted or sent, in MiB", check=_positive)
     heartbeat_interval: float = _setting(5.0, "seconds between a worker's calls when idle", check=_positive)
     silence_timeout: float = _setting(30.0, "a worker silent this many seconds is reported dead", check=_positive)
+    max_workers: int = _setting(
+        0, "most workers registered at once (0: no limit); beyond it RegisterWorker is RESOURCE_EXHAUSTED, and a "
+        "worker silent for --silence-timeout gives its slot to a newcomer", check=_non_negative,
+    )
     linger: float = _setting(
         10.0, "seconds to keep serving after training ends, so every worker and status poller hears it", check=_non_negative
     )
@@ -193,10 +272,9 @@ class ServerOptions(_Checked):
 
 
 @dataclass(frozen=True)
-class WorkerOptions(_Checked):
+class WorkerOptions(ClientOptions):
     """How one worker daemon connects and acts."""
 
-    server: str = _setting("127.0.0.1:50051", "parameter server address, HOST:PORT")
     algo: str = _setting(
         "", "the method this worker must run; refused if the server runs another (default: the server's)",
         choices=("",) + ALGORITHMS,
@@ -219,8 +297,10 @@ class WorkerOptions(_Checked):
 
 
 @dataclass(frozen=True)
-class TrainOptions(_Checked):
-    """The local launcher: one server and N workers as separate processes on localhost."""
+class TrainOptions(ServerSecurity, ClientSecurity):
+    """The local launcher: one server and N workers as separate processes on localhost, with the server's security
+    settings for the server and the clients' for the workers and the launcher's own status calls (the server's
+    certificate must then name 127.0.0.1)."""
 
     workers: int = _setting(2, "worker processes to start", check=_positive, shown="the preset's: 2")
     envs: int = _setting(4, "environment copies per worker (the preset's: 4 for classic, 8 for atari)",
@@ -230,8 +310,21 @@ class TrainOptions(_Checked):
     run_dir: str = _setting("runs/latest", "directory for the CSV log, checkpoints and process logs")
     progress_interval: float = _setting(2.0, "seconds between progress lines", check=_positive)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.tls_cert and not self.tls_ca:
+            raise ConfigError(_bad(self, "tls_ca", "", "the launcher and its workers need the CA of --tls-cert"))
+        if self.tls_client_ca and not self.tls_client_cert:
+            raise ConfigError(_bad(self, "tls_client_cert", "", "with --tls-client-ca, the launcher and its workers "
+                                   "need a client certificate"))
+
 
 Options = TypeVar("Options")
+
+
+def view(cls: type[Options], options: Any) -> Options:
+    """cls built from the same-named fields of options: e.g. the ServerSecurity part of TrainOptions."""
+    return cls(**{f.name: getattr(options, f.name) for f in dataclasses.fields(cls)})  # type: ignore[arg-type]
 
 
 def flag_name(name: str) -> str:

@@ -19,9 +19,12 @@ from pathlib import Path
 
 import grpc
 
-from asyncrl.common.config import RunConfig, TrainOptions, describe_preset, preset_baseline, to_cli_args
+from asyncrl.common.config import (
+    ClientSecurity, RunConfig, ServerSecurity, TrainOptions, describe_preset, preset_baseline, to_cli_args, view,
+)
 from asyncrl.common.plot import plot_run
 from asyncrl.common.progress import progress_line
+from asyncrl.common.security import client_channel
 from asyncrl.common import checkpoint
 from asyncrl.v1 import parameter_server_pb2 as pb
 from asyncrl.v1 import parameter_server_pb2_grpc as pb_grpc
@@ -91,10 +94,11 @@ def train(config: RunConfig, options: TrainOptions) -> int:
         print(f"asyncrl train: {checkpoint_dir} held an earlier run's checkpoints; moved them to {previous}/",
               flush=True)
     csv_path = run_dir / "progress.csv"
+    client = view(ClientSecurity, options)  # the workers' security settings, and the launcher's own
     server = _start(
         ["server", "--preset", config.preset, *to_cli_args(config, preset_baseline(config)), "--port", "0", "--port-file", str(port_file),
          "--checkpoint-dir", str(checkpoint_dir), "--tensorboard-dir", str(run_dir / "tensorboard"),
-         "--linger", "3"],
+         "--linger", "3", *to_cli_args(view(ServerSecurity, options))],
         run_dir / "server.log",
     )
     processes = [server]
@@ -109,11 +113,12 @@ def train(config: RunConfig, options: TrainOptions) -> int:
               f"{options.workers} workers x {options.envs} env copies; logs in {run_dir}/", flush=True)
         for index in range(options.workers):
             processes.append(_start(["worker", "--server", address, "--envs", str(options.envs),
-                                     "--name", f"worker-{index}"], run_dir / f"worker-{index}.log"))
+                                     "--name", f"worker-{index}", *to_cli_args(client)],
+                                    run_dir / f"worker-{index}.log"))
         for index in range(options.eval_workers):
             processes.append(_start(["worker", "--server", address, "--eval", "--envs", "1",
-                                     "--name", f"eval-{index}"], run_dir / f"eval-{index}.log"))
-        with grpc.insecure_channel(address) as channel, open(csv_path, "w", newline="") as csv_file:
+                                     "--name", f"eval-{index}", *to_cli_args(client)], run_dir / f"eval-{index}.log"))
+        with client_channel(address, client) as channel, open(csv_path, "w", newline="") as csv_file:
             stub = pb_grpc.ParameterServerServiceStub(channel)
             writer = csv.DictWriter(csv_file, CSV_FIELDS)
             writer.writeheader()

@@ -48,7 +48,9 @@ def status_report(status: pb.GetStatusResponse) -> str:
         f"learning rate         {status.learning_rate:.3g}",
         f"training done         {'yes' if status.training_done else 'no'}",
         f"uptime                {status.uptime_seconds:,.0f}s",
-        f"live workers          {status.live_workers} of {len(status.workers)}",
+        f"live workers          {status.live_workers} of {status.registered_workers}"
+        + (f" (max {status.max_workers})" if status.max_workers else "")
+        + (f"; the {len(status.workers)} most recently seen:" if len(status.workers) < status.registered_workers else ""),
     ]
     for worker in status.workers:
         state = ("alive" if worker.alive else "SILENT") + (

@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from asyncrl.common.config import ConfigError, RunConfig, ServerOptions, describe_preset
 from asyncrl.common.wire import run_config_message
 from asyncrl.common import checkpoint
+from asyncrl.server import auth
 from asyncrl.server.metrics import ServerMetrics
 from asyncrl.server.registry import WorkerRegistry
 from asyncrl.server.restore import new_run, restored_run
@@ -74,7 +75,7 @@ def build_servicer(
         run_config_message(run.config, run.spec, max_message_bytes),
         run.store,
         WorkerRegistry(options.silence_timeout, first_id,
-                       functools.partial(_record_next_worker_id, checkpoint_dir, run.stats)),
+                       functools.partial(_record_next_worker_id, checkpoint_dir, run.stats), options.max_workers),
         run.stats,
         options.heartbeat_interval,
         ServerMetrics(),
@@ -124,16 +125,22 @@ def _set_health(health_servicer: health.HealthServicer, status: int) -> None:
 def create_server(
     servicer: ParameterServerServicer, options: ServerOptions
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
-    """A gRPC server with the service, health and reflection, bound but not started; returns (server, port, health)."""
+    """A gRPC server with the service, health and reflection, bound but not started; returns (server, port, health).
+
+    With --auth-token-file every call but health checks needs the token; with --tls-cert it serves TLS only.
+    """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="rpc"),
+        interceptors=auth.interceptors(options),
         options=message_options(int(options.max_message_mb * 2**20)),
     )
     pb_grpc.add_ParameterServerServiceServicer_to_server(servicer, server)
     health_servicer = _configure_health_server(server)
     reflection.enable_server_reflection((SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                                          reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(f"{options.host}:{options.port}")
+    credentials = auth.server_credentials(options)
+    address = f"{options.host}:{options.port}"
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {options.host}:{options.port}")
     return server, port, health_servicer
@@ -156,8 +163,10 @@ def serve(config: RunConfig, options: ServerOptions) -> int:
     _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
     if options.port_file:
         Path(options.port_file).write_text(f"{port}\n")
-    log.info("serving %s on %s:%d (%s on %s)", SERVICE_NAME, options.host, port,
-             servicer.config.algo, servicer.config.env_id)
+    log.info("serving %s on %s:%d (%s on %s; %s, %s)", SERVICE_NAME, options.host, port,
+             servicer.config.algo, servicer.config.env_id,
+             ("mutual TLS" if options.tls_client_ca else "TLS") if options.tls_cert else "plaintext",
+             "bearer token required" if options.auth_token_file else "no token")
     log.info("%s", describe_preset(servicer.config))
     checkpoint_dir = Path(options.checkpoint_dir)
     next_checkpoint = time.monotonic() + options.checkpoint_interval

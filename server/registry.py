@@ -1,13 +1,20 @@
-"""The workers the server knows: identity, liveness, and the last push of each (for retried pushes)."""
+"""The workers the server knows: identity and its secret, liveness, and the last push of each (for retried pushes)."""
 
 from __future__ import annotations
 
+import heapq
+import hmac
+import secrets
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from asyncrl.v1 import parameter_server_pb2 as pb
+
+SECRET_BYTES = 32
+# GetStatus lists at most this many workers (the most recently seen), with totals beside them.
+MAX_LISTED_WORKERS = 64
 
 
 @dataclass
@@ -16,8 +23,9 @@ class WorkerRecord:
     name: str
     num_envs: int
     last_seen: float
-    last_sequence: int = 0
-    last_reply: pb.PushGradientsResponse | None = None
+    # Proves a call comes from this worker: ids are sequential, so anyone could name one.
+    secret: bytes = field(default=b"", repr=False)
+    last_sequence: int = 0  # of its last applied push; a retry of it is answered, not applied again
     pushes_applied: int = 0
     epsilons: list[float] = field(default_factory=list)
     evaluation: bool = False  # plays and reports episodes (ReportEvaluation); never pushes
@@ -30,11 +38,21 @@ class UnknownWorker(KeyError):
     """No worker with that id registered with this server process."""
 
 
+class WrongSecret(PermissionError):
+    """A call named a known worker id without that worker's secret."""
+
+
+class RegistryFull(RuntimeError):
+    """max_workers workers are registered and none has been silent past the silence timeout."""
+
+
 class WorkerRegistry:
     def __init__(
-        self, silence_timeout: float, first_id: int = 1, record_next_id: Callable[[int], None] | None = None
+        self, silence_timeout: float, first_id: int = 1, record_next_id: Callable[[int], None] | None = None,
+        max_workers: int = 0,
     ) -> None:
         self.silence_timeout = silence_timeout
+        self.max_workers = max_workers  # 0: no limit
         self._workers: dict[int, WorkerRecord] = {}
         # A resumed server starts after the ids it gave out before, so a worker's retried call made
         # under its old id is refused (NOT_FOUND, so it registers again) instead of landing on a newcomer.
@@ -50,19 +68,35 @@ class WorkerRegistry:
             return self._next_id
 
     def register(self, name: str, num_envs: int, evaluation: bool = False) -> WorkerRecord:
+        """A new worker with a fresh secret; under max_workers, silent workers give up their slots first.
+
+        Raises RegistryFull when every slot is held by a worker that called within the silence timeout.
+        """
         with self._lock:
-            record = WorkerRecord(self._next_id, name, num_envs, time.monotonic(), evaluation=evaluation)
+            now = time.monotonic()
+            if self.max_workers and len(self._workers) >= self.max_workers:
+                self._workers = {i: r for i, r in self._workers.items() if self.is_alive(r, now)}
+                if len(self._workers) >= self.max_workers:
+                    raise RegistryFull(f"{len(self._workers)} workers registered, the server's maximum "
+                                       f"(--max-workers); a slot frees when one is silent for "
+                                       f"{self.silence_timeout:g}s")
+            record = WorkerRecord(self._next_id, name, num_envs, now, secrets.token_bytes(SECRET_BYTES),
+                                  evaluation=evaluation)
             if self._record_next_id is not None:
                 self._record_next_id(self._next_id + 1)
             self._workers[record.worker_id] = record
             self._next_id += 1
             return record
 
-    def seen(self, worker_id: int) -> WorkerRecord:
-        """Marks a call from worker_id and returns its record; raises UnknownWorker."""
-        record = self._workers.get(worker_id)
+    def seen(self, worker_id: int, secret: bytes) -> WorkerRecord:
+        """Marks a call from worker_id and returns its record; raises UnknownWorker, or WrongSecret (and marks
+        nothing, so an impostor cannot keep a dead worker's slot) when secret is not the worker's."""
+        with self._lock:
+            record = self._workers.get(worker_id)
         if record is None:
             raise UnknownWorker(worker_id)
+        if not hmac.compare_digest(record.secret, secret):
+            raise WrongSecret(worker_id)
         record.last_seen = time.monotonic()
         return record
 
@@ -73,8 +107,12 @@ class WorkerRegistry:
     def is_alive(self, record: WorkerRecord, now: float | None = None) -> bool:
         return (now if now is not None else time.monotonic()) - record.last_seen <= self.silence_timeout
 
-    def status(self) -> list[pb.WorkerStatus]:
+    def status(self) -> tuple[list[pb.WorkerStatus], int, int]:
+        """The MAX_LISTED_WORKERS most recently seen workers' status, the number registered, the number alive."""
         now = time.monotonic()
+        records = self.records()
+        alive = sum(self.is_alive(r, now) for r in records)
+        listed = heapq.nlargest(MAX_LISTED_WORKERS, records, key=lambda r: r.last_seen)
         return [
             pb.WorkerStatus(
                 worker_id=r.worker_id,
@@ -87,5 +125,5 @@ class WorkerRegistry:
                 evaluation=r.evaluation,
                 episodes_reported=r.episodes_reported,
             )
-            for r in self.records()
-        ]
+            for r in listed
+        ], len(records), alive

@@ -17,7 +17,7 @@ from asyncrl.common.seeding import derive_seed
 from asyncrl.common.algorithms import METHODS
 from asyncrl.server import validation
 from asyncrl.server.metrics import ServerMetrics
-from asyncrl.server.registry import UnknownWorker, WorkerRecord, WorkerRegistry
+from asyncrl.server.registry import RegistryFull, UnknownWorker, WorkerRecord, WorkerRegistry, WrongSecret
 from asyncrl.server.stats import RunStats
 from asyncrl.server.store import FramesOverflow, ParameterStore, Snapshot
 from asyncrl.server.validation import INVALID, Refusal
@@ -91,7 +91,11 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
         except Refusal as refusal:
             log.warning("refused registration (%s): %s", refusal.reason, refusal.message)
             context.abort(refusal.code, refusal.message)
-        record = self.registry.register(request.name, request.num_envs, request.evaluation)
+        try:
+            record = self.registry.register(request.name, request.num_envs, request.evaluation)
+        except RegistryFull as full:
+            log.warning("refused registration of %r: %s", request.name, full)
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(full))
         log.info("registered %s worker %d (%r, %d env copies)", "evaluation" if record.evaluation else "training",
                  record.worker_id, request.name, request.num_envs)
         return pb.RegisterWorkerResponse(
@@ -99,6 +103,7 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
             seed=derive_seed(self.config.seed, record.worker_id),
             config=self.config_message,
             heartbeat_interval_seconds=self.heartbeat_interval,
+            worker_secret=record.secret,
         )
 
     @internal_on_unexpected
@@ -115,7 +120,7 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
             validation.check_pull(request)
         except Refusal as refusal:
             context.abort(refusal.code, refusal.message)
-        self._known_worker(request.worker_id, context)
+        self._known_worker(request.worker_id, request.worker_secret, context)
         dtype = request.dtype or pb.DTYPE_FLOAT32
         snapshot, target = self.store.snapshot(), self.store.target()
         reply = pb.PullWeightsResponse(
@@ -138,10 +143,10 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
     def _push_gradients(
         self, request: pb.PushGradientsRequest, context: grpc.ServicerContext
     ) -> pb.PushGradientsResponse:
-        record = self._known_worker(request.worker_id, context, counts_as_rejection=True)
+        record = self._known_worker(request.worker_id, request.worker_secret, context, counts_as_rejection=True)
         with record.push_lock:
-            if request.sequence_number == record.last_sequence and record.last_reply is not None:
-                return record.last_reply  # a retry of a push already applied
+            if request.sequence_number == record.last_sequence != 0:  # a retry of a push already applied
+                return self._push_reply(self.store.snapshot(), request.reply_weights_dtype)
             try:
                 validation.check_push(request, record, self.config_message, self.store.snapshot())
                 gradients = validation.decode_gradients(request, self.store.layout)
@@ -152,7 +157,7 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
             else:
                 snapshot = self._apply(request, gradients, context)
                 # Applied: from here on the number is used, even if something below fails.
-                record.last_sequence, record.last_reply = request.sequence_number, None
+                record.last_sequence = request.sequence_number
                 self.stats.record_update()
                 self.stats.record_episodes([e.episode_return for e in request.episodes])
                 self.stats.record_metrics(dict(request.metrics))
@@ -161,18 +166,26 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
                 if self.on_push is not None:
                     self.on_push(snapshot.global_frames, request)
                 self._check_training_done(snapshot.global_frames)
-            done = self.training_done.is_set()
-            target = self.store.target()
-            reply = pb.PushGradientsResponse(
-                version=snapshot.version,
-                global_frames=snapshot.global_frames,
-                training_done=done,
-                target_version=target.version if target is not None else 0,
-            )
-            if request.reply_weights_dtype and not done:
-                reply.parameters.extend(self._encoded_weights(snapshot, request.reply_weights_dtype))
-            record.last_sequence, record.last_reply = request.sequence_number, reply
-            return reply
+            return self._push_reply(snapshot, request.reply_weights_dtype)
+
+    def _push_reply(self, snapshot: Snapshot, weights_dtype: int) -> pb.PushGradientsResponse:
+        """The reply to a push: the snapshot's version and T, and its weights if asked for and training goes on.
+
+        A retried push is answered from the current snapshot, not from a stored reply: keeping each
+        worker's last reply would keep a private copy of the weights per worker (MBs each on Atari),
+        while the weights of the current version are encoded once for everyone (_encoded_weights).
+        """
+        done = self.training_done.is_set()
+        target = self.store.target()
+        reply = pb.PushGradientsResponse(
+            version=snapshot.version,
+            global_frames=snapshot.global_frames,
+            training_done=done,
+            target_version=target.version if target is not None else 0,
+        )
+        if weights_dtype and not done:
+            reply.parameters.extend(self._encoded_weights(snapshot, weights_dtype))
+        return reply
 
     def _apply(self, request: pb.PushGradientsRequest, gradients: torch.Tensor,
                context: grpc.ServicerContext) -> Snapshot:
@@ -187,7 +200,7 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
 
     @internal_on_unexpected
     def ReportEvaluation(self, request: pb.ReportEvaluationRequest, context: grpc.ServicerContext):
-        record = self._known_worker(request.worker_id, context)
+        record = self._known_worker(request.worker_id, request.worker_secret, context)
         with record.push_lock:
             try:
                 validation.check_evaluation_report(request, record, self.store.version)
@@ -206,14 +219,16 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
     def GetStatus(self, request: pb.GetStatusRequest, context: grpc.ServicerContext):
         snapshot = self.store.snapshot()
         frames_per_second, updates_per_second = self.stats.rates(snapshot.global_frames)
-        workers = self.registry.status()
+        workers, registered, alive = self.registry.status()
         return pb.GetStatusResponse(
             global_frames=snapshot.global_frames,
             version=snapshot.version,
             updates_applied=self.stats.updates_applied,
             updates_rejected=self.stats.updates_rejected,
-            live_workers=sum(w.alive for w in workers),
+            live_workers=alive,
             workers=workers,
+            registered_workers=registered,
+            max_workers=self.registry.max_workers,
             mean_return_100=self.stats.mean_return(),
             episodes_completed=self.stats.episodes_completed,
             frames_per_second=frames_per_second,
@@ -248,10 +263,17 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
     # --- validation -----------------------------------------------------------------------
 
     def _known_worker(
-        self, worker_id: int, context: grpc.ServicerContext, counts_as_rejection: bool = False
+        self, worker_id: int, secret: bytes, context: grpc.ServicerContext, counts_as_rejection: bool = False
     ) -> WorkerRecord:
         try:
-            return self.registry.seen(worker_id)
+            return self.registry.seen(worker_id, secret)
+        except WrongSecret:
+            if counts_as_rejection:
+                self.stats.record_rejection("wrong_secret")
+            log.warning("refused a call naming worker %d without its secret", worker_id)
+            context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                          f"worker_secret is not worker {worker_id}'s (use the one its RegisterWorkerResponse gave)")
+            raise  # unreachable: abort raises
         except UnknownWorker:
             if counts_as_rejection:
                 self.stats.record_rejection("unknown_worker")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import trustme
 
 from asyncrl.common import checkpoint
 from asyncrl.v1 import parameter_server_pb2 as pb
@@ -168,6 +169,46 @@ def register(stub: pb_grpc.ParameterServerServiceStub, name: str = "test") -> pb
     return stub.RegisterWorker(pb.RegisterWorkerRequest(name=name, num_envs=1), timeout=10)
 
 
-def pull(stub: pb_grpc.ParameterServerServiceStub, worker_id: int, have_version: int = -1,
+def pull(stub: pb_grpc.ParameterServerServiceStub, worker: pb.RegisterWorkerResponse, have_version: int = -1,
          dtype: int = pb.DTYPE_FLOAT32) -> pb.PullWeightsResponse:
-    return stub.PullWeights(pb.PullWeightsRequest(worker_id=worker_id, have_version=have_version, dtype=dtype), timeout=10)
+    """PullWeights as the registered worker (its id and secret)."""
+    return stub.PullWeights(pb.PullWeightsRequest(worker_id=worker.worker_id, have_version=have_version, dtype=dtype,
+                                                  worker_secret=worker.worker_secret), timeout=10)
+
+
+TOKEN = "s3cret-token-for-tests"
+
+
+class Pki:
+    """PEM files: the server's CA and certificate, an untrusted CA, and a client CA with one client's certificate."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        server_ca, other_ca, client_ca = trustme.CA(), trustme.CA(), trustme.CA()
+        self.ca = self._write("ca.pem", server_ca.cert_pem)
+        self.other_ca = self._write("other-ca.pem", other_ca.cert_pem)
+        self.client_ca = self._write("client-ca.pem", client_ca.cert_pem)
+        self.cert, self.key = self._issue(server_ca, "server", "127.0.0.1", "localhost")
+        self.client_cert, self.client_key = self._issue(client_ca, "client", "worker.asyncrl.test")
+        self.stranger_cert, self.stranger_key = self._issue(other_ca, "stranger", "stranger.asyncrl.test")
+        self.token = self.directory / "token"
+        self.token.write_text(TOKEN + "\n")  # a trailing newline, as secret files usually have
+        self.wrong_token = self.directory / "wrong-token"
+        self.wrong_token.write_text("not-" + TOKEN)
+
+    def _write(self, name: str, blob: trustme.Blob) -> str:
+        path = self.directory / name
+        blob.write_to_path(str(path))
+        return str(path)
+
+    def _issue(self, ca: trustme.CA, name: str, *identities: str) -> tuple[str, str]:
+        issued = ca.issue_cert(*identities)
+        chain = self.directory / f"{name}.pem"
+        chain.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+        return str(chain), self._write(f"{name}.key", issued.private_key_pem)
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """Certificates and tokens made at test time (tests/test_auth.py, the Node worker's TLS test)."""
+    return Pki(tmp_path_factory.mktemp("pki"))

@@ -51,7 +51,7 @@ class Worker:
             base_version = self.stub.GetStatus(pb.GetStatusRequest(), timeout=10).version
         request = pb.PushGradientsRequest(
             worker_id=self.id, base_version=base_version, sequence_number=self.next_sequence, frames=frames,
-            gradients=self.gradients(), **fields,
+            gradients=self.gradients(), worker_secret=self.registration.worker_secret, **fields,
         )
         self.next_sequence += 1
         return request
@@ -95,7 +95,7 @@ def test_version_and_frames_count_applied_pushes(server: ServerProcess) -> None:
     assert after.global_frames == before.global_frames + sum(frames_per_push)
     assert after.updates_applied == before.updates_applied + len(frames_per_push)
     assert after.updates_rejected == before.updates_rejected
-    pulled = pull(server.stub, worker.id)
+    pulled = pull(server.stub, worker.registration)
     assert (pulled.version, pulled.global_frames) == (after.version, after.global_frames)
 
 
@@ -103,13 +103,13 @@ def test_pull_at_current_version_has_no_payload(server: ServerProcess) -> None:
     """A pull with have_version equal to the current version returns the version and T but no tensors."""
     worker = Worker(server)
     worker.push(worker.request(7))
-    full = pull(server.stub, worker.id)
+    full = pull(server.stub, worker.registration)
     assert len(full.parameters) == len(worker.layout)
-    current = pull(server.stub, worker.id, have_version=full.version)
+    current = pull(server.stub, worker.registration, have_version=full.version)
     assert current.version == full.version
     assert current.global_frames == full.global_frames
     assert len(current.parameters) == 0
-    stale = pull(server.stub, worker.id, have_version=full.version - 1)
+    stale = pull(server.stub, worker.registration, have_version=full.version - 1)
     assert raw(stale.parameters) == raw(full.parameters)
 
 
@@ -122,8 +122,8 @@ def test_half_precision_pull_matches_float32(server: ServerProcess, dtype: int, 
     """A float16/bfloat16 pull carries 2 bytes per element and the float32 values to within that format's rounding."""
     worker = Worker(server)
     worker.push(worker.request(1))  # non-trivial values in every tensor, biases included
-    exact = pull(server.stub, worker.id)
-    half = pull(server.stub, worker.id, dtype=dtype)
+    exact = pull(server.stub, worker.registration)
+    half = pull(server.stub, worker.registration, dtype=dtype)
     assert half.version == exact.version
     assert [(t.name, list(t.shape)) for t in half.parameters] == [(t.name, list(t.shape)) for t in exact.parameters]
     for reference, encoded in zip(exact.parameters, half.parameters):
@@ -174,12 +174,12 @@ def test_retried_push_is_applied_once(server: ServerProcess) -> None:
 def test_push_reply_carries_weights_of_its_version(server: ServerProcess, dtype: int) -> None:
     """With reply_weights_dtype set, the push reply holds the parameters of its version, as a pull would."""
     worker = Worker(server)
-    before = pull(server.stub, worker.id, dtype=dtype)
+    before = pull(server.stub, worker.registration, dtype=dtype)
     reply = worker.push(worker.request(4, base_version=before.version, reply_weights_dtype=dtype))
     assert reply.version == before.version + 1
     assert len(reply.parameters) == len(worker.layout)
     assert all(t.dtype == dtype for t in reply.parameters)
-    after = pull(server.stub, worker.id, dtype=dtype)
+    after = pull(server.stub, worker.registration, dtype=dtype)
     assert after.version == reply.version
     assert raw(reply.parameters) == raw(after.parameters)
     assert raw(reply.parameters) != raw(before.parameters)  # the update did change the weights
@@ -191,6 +191,7 @@ def test_register_gives_distinct_ids_seeds_and_the_layout(server: ServerProcess)
     ids = [r.worker_id for r in registrations]
     seeds = [r.seed for r in registrations]
     assert len(set(ids)) == len(ids) and 0 not in ids
+    assert len({r.worker_secret for r in registrations}) == 4 and all(len(r.worker_secret) == 32 for r in registrations)
     assert len(set(seeds)) == len(seeds)
     config = registrations[0].config
     assert all(r.config == config for r in registrations)
@@ -199,7 +200,7 @@ def test_register_gives_distinct_ids_seeds_and_the_layout(server: ServerProcess)
     layout = config.model.layout
     assert len(layout) > 0
     assert pb.GetConfigResponse(config=config) == server.stub.GetConfig(pb.GetConfigRequest(), timeout=10)
-    pulled = pull(server.stub, ids[0])
+    pulled = pull(server.stub, registrations[0])
     assert [(t.name, list(t.shape)) for t in pulled.parameters] == [(s.name, list(s.shape)) for s in layout]
     assert all(s.dtype == pb.DTYPE_FLOAT32 for s in layout)
     elements = sum(int(np.prod(list(s.shape))) for s in layout)

@@ -30,15 +30,22 @@ class Side:
     """One server and the worker the test registered with it."""
 
     server: ServerProcess
-    worker_id: int
-    layout: list[pb.TensorSpec]
+    registration: pb.RegisterWorkerResponse
+
+    @property
+    def worker_id(self) -> int:
+        return self.registration.worker_id
+
+    @property
+    def layout(self) -> list[pb.TensorSpec]:
+        return list(self.registration.config.model.layout)
 
     @property
     def stub(self):
         return self.server.stub
 
     def raw_weights(self) -> tuple[int, int, list[tuple[str, list[int], int, bytes]]]:
-        reply = pull(self.stub, self.worker_id)
+        reply = pull(self.stub, self.registration)
         return reply.version, reply.global_frames, [(t.name, list(t.shape), t.dtype, t.data) for t in reply.parameters]
 
 
@@ -64,7 +71,7 @@ class Pair:
             version = side.stub.GetStatus(pb.GetStatusRequest(), timeout=10).version
             request = pb.PushGradientsRequest(
                 worker_id=side.worker_id, base_version=version - base_back, sequence_number=self.next_sequence,
-                frames=8, gradients=self.gradients(self.good_pushes),
+                frames=8, gradients=self.gradients(self.good_pushes), worker_secret=side.registration.worker_secret,
             )
             replies.append(side.stub.PushGradients(request, timeout=10))
         self.next_sequence += 1
@@ -83,7 +90,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory):
         sides = []
         for server in servers:
             registration = server.stub.RegisterWorker(pb.RegisterWorkerRequest(name="bad-push", num_envs=1), timeout=10)
-            sides.append(Side(server, registration.worker_id, list(registration.config.model.layout)))
+            sides.append(Side(server, registration))
         yield Pair(*sides)
     finally:
         for server in servers:
@@ -98,13 +105,14 @@ class Context:
     """What a bad push is built from: a push that would be valid, piece by piece."""
 
     worker_id: int
+    worker_secret: bytes
     sequence_number: int
     version: int
     gradients: list[pb.Tensor]
 
     def request(self, **overrides) -> pb.PushGradientsRequest:
         fields = dict(worker_id=self.worker_id, base_version=self.version, sequence_number=self.sequence_number,
-                      frames=8, gradients=self.gradients)
+                      frames=8, gradients=self.gradients, worker_secret=self.worker_secret)
         fields.update(overrides)
         return pb.PushGradientsRequest(**fields)
 
@@ -200,7 +208,7 @@ def context(pair: Pair) -> Context:
     # A version at which stale and "lower sequence" pushes are expressible, with a valid push as the baseline.
     pair.ensure_version(MAX_STALENESS + 2)
     version = pair.a.stub.GetStatus(pb.GetStatusRequest(), timeout=10).version
-    return Context(pair.a.worker_id, pair.next_sequence, version, pair.gradients(10_000 + version))
+    return Context(pair.a.worker_id, pair.a.registration.worker_secret, pair.next_sequence, version, pair.gradients(10_000 + version))
 
 
 def refuse(pair: Pair, request: pb.PushGradientsRequest, code: grpc.StatusCode, counted: bool = True) -> grpc.RpcError:
@@ -268,7 +276,7 @@ def test_oversized_push_is_refused_and_server_keeps_serving(pair: Pair, build) -
     refuse(pair, request, grpc.StatusCode.RESOURCE_EXHAUSTED, counted=False)
     reply = pair.good_push()  # pushes, pulls and status still work
     assert reply.version == ctx.version + 1
-    assert len(pull(pair.a.stub, pair.a.worker_id).parameters) == len(pair.a.layout)
+    assert len(pull(pair.a.stub, pair.a.registration).parameters) == len(pair.a.layout)
 
 
 def test_bad_pushes_leave_optimizer_state_intact(pair: Pair) -> None:

@@ -37,6 +37,7 @@ class Pusher:
         self.server = server
         registration = server.stub.RegisterWorker(pb.RegisterWorkerRequest(name="boundary", num_envs=1), timeout=10)
         self.worker_id = registration.worker_id
+        self.secret = registration.worker_secret
         self.layout = list(registration.config.model.layout)
         self.last_sequence = 0
 
@@ -45,7 +46,7 @@ class Pusher:
         generator = torch.Generator().manual_seed(self.last_sequence)
         fields = dict(
             worker_id=self.worker_id, base_version=self.server.status().version,
-            sequence_number=self.last_sequence + 1, frames=5,
+            sequence_number=self.last_sequence + 1, frames=5, worker_secret=self.secret,
             gradients=[tensors.encode(s.name, 0.1 * torch.randn(tuple(s.shape), generator=generator))
                        for s in self.layout],
         )
@@ -72,9 +73,10 @@ def pusher(server: ServerProcess) -> Pusher:
     return pusher
 
 
-def observed(server: ServerProcess, worker_id: int) -> tuple[bytes, pb.GetStatusResponse]:
+def observed(server: ServerProcess, worker: Pusher) -> tuple[bytes, pb.GetStatusResponse]:
     """The full weights a pull returns, as bytes, and GetStatus without its clocks and rates."""
-    weights = server.stub.PullWeights(pb.PullWeightsRequest(worker_id=worker_id, have_version=-1), timeout=10)
+    weights = server.stub.PullWeights(
+        pb.PullWeightsRequest(worker_id=worker.worker_id, have_version=-1, worker_secret=worker.secret), timeout=10)
     status = server.status()
     status.ClearField("uptime_seconds")
     status.ClearField("frames_per_second")
@@ -85,14 +87,14 @@ def observed(server: ServerProcess, worker_id: int) -> tuple[bytes, pb.GetStatus
     return weights.SerializeToString(), status
 
 
-def refuse(server: ServerProcess, worker_id: int, call: Callable[[], object], code: grpc.StatusCode = INVALID,
+def refuse(server: ServerProcess, worker: Pusher, call: Callable[[], object], code: grpc.StatusCode = INVALID,
            counted: bool = True) -> grpc.RpcError:
     """Makes call, expects code, and checks that nothing but the push rejection count changed."""
-    weights_before, status_before = observed(server, worker_id)
+    weights_before, status_before = observed(server, worker)
     with pytest.raises(grpc.RpcError) as raised:
         call()
     assert raised.value.code() == code, raised.value.details()
-    weights_after, status_after = observed(server, worker_id)
+    weights_after, status_after = observed(server, worker)
     assert weights_after == weights_before
     assert status_after.updates_rejected == status_before.updates_rejected + (1 if counted else 0)
     status_after.updates_rejected = status_before.updates_rejected
@@ -102,7 +104,7 @@ def refuse(server: ServerProcess, worker_id: int, call: Callable[[], object], co
 
 def refuse_push(pusher: Pusher, code: grpc.StatusCode = INVALID, **overrides) -> grpc.RpcError:
     request = pusher.request(**overrides)
-    return refuse(pusher.server, pusher.worker_id, lambda: pusher.server.stub.PushGradients(request, timeout=30), code)
+    return refuse(pusher.server, pusher, lambda: pusher.server.stub.PushGradients(request, timeout=30), code)
 
 
 def progress_lines(server: ServerProcess) -> int:
@@ -165,16 +167,52 @@ def test_sequence_number_sent_as_the_varint_of_minus_one_is_refused(server: Serv
     raw = request.SerializeToString() + b"\x18" + b"\xff" * 9 + b"\x01"  # field 3, varint
     assert pb.PushGradientsRequest.FromString(raw).sequence_number == 2**64 - 1
     send = server.channel.unary_unary(PUSH_PATH)
-    refuse(server, pusher.worker_id, lambda: send(raw, timeout=30))
+    refuse(server, pusher, lambda: send(raw, timeout=30))
     pusher.push(pusher.request())
 
 
 def test_a_retry_of_the_last_push_gets_its_reply_again_and_changes_nothing(server: ServerProcess, pusher: Pusher):
     request = pusher.request()
     first = pusher.push(request)
-    weights_before, status_before = observed(server, pusher.worker_id)
+    weights_before, status_before = observed(server, pusher)
     assert server.stub.PushGradients(request, timeout=30) == first
-    assert observed(server, pusher.worker_id) == (weights_before, status_before)
+    assert observed(server, pusher) == (weights_before, status_before)
+
+
+# --- finding 3: identity ----------------------------------------------------------------------------------------
+
+DENIED = grpc.StatusCode.PERMISSION_DENIED
+
+
+@pytest.mark.parametrize("secret", ["none", "another-workers", "one-byte-off"])
+def test_a_push_without_the_workers_secret_is_denied_and_changes_nothing(server: ServerProcess, pusher: Pusher,
+                                                                          secret: str):
+    """Worker ids are sequential; naming one is not enough: PERMISSION_DENIED, counted, nothing else changes."""
+    other = Pusher(server)
+    wrong = {"none": b"", "another-workers": other.secret,
+             "one-byte-off": pusher.secret[:-1] + bytes([pusher.secret[-1] ^ 1])}[secret]
+    error = refuse_push(pusher, DENIED, worker_secret=wrong)
+    assert "worker_secret" in error.details()
+    other.push(other.request())  # the other worker's own secret is good for its own id
+    pusher.push(pusher.request())  # and the refused push left the pusher's sequence number unused
+
+
+def test_a_retry_without_the_secret_gets_no_reply(server: ServerProcess, pusher: Pusher):
+    """A retry of the last push answers with the weights; an impostor repeating its number is denied first."""
+    request = pusher.request(reply_weights_dtype=pb.DTYPE_FLOAT32)
+    pusher.push(request)
+    request.worker_secret = b"x" * 32
+    refuse(server, pusher, lambda: server.stub.PushGradients(request, timeout=30), DENIED)
+
+
+def test_a_pull_without_the_secret_is_denied_and_does_not_keep_the_worker_alive(server: ServerProcess,
+                                                                                 pusher: Pusher):
+    other = Pusher(server)
+    request = pb.PullWeightsRequest(worker_id=other.worker_id, have_version=-1, worker_secret=pusher.secret)
+    time.sleep(1.0)
+    refuse(server, pusher, lambda: server.stub.PullWeights(request, timeout=10), DENIED, counted=False)
+    (seen,) = [w for w in server.status().workers if w.worker_id == other.worker_id]
+    assert seen.seconds_since_last_seen >= 1.0  # the denied call did not count as the worker's
 
 
 # --- finding 4: sizes ------------------------------------------------------------------------------------------
@@ -184,7 +222,7 @@ def test_millions_of_epsilons_are_refused_and_status_stays_small(server: ServerP
     """16.8 MB of epsilons: refused (one per env copy or none), and GetStatus does not grow."""
     request = pusher.request(epsilons=[0.5] * 4_000_000)
     assert request.ByteSize() > 16_000_000
-    refuse(server, pusher.worker_id, lambda: server.stub.PushGradients(request, timeout=60))
+    refuse(server, pusher, lambda: server.stub.PushGradients(request, timeout=60))
     assert server.status().ByteSize() < 64 * 1024
 
 
@@ -198,7 +236,7 @@ def test_bad_epsilons_are_refused(pusher: Pusher, epsilons: list[float]):
 def test_bad_worker_names_are_refused(server: ServerProcess, pusher: Pusher, name: str):
     def register():
         server.stub.RegisterWorker(pb.RegisterWorkerRequest(name=name, num_envs=1), timeout=30)
-    refuse(server, pusher.worker_id, register, counted=False)
+    refuse(server, pusher, register, counted=False)
 
 
 def test_twenty_huge_names_leave_status_small(server: ServerProcess, pusher: Pusher):
@@ -220,7 +258,7 @@ def test_a_name_of_128_printable_characters_is_accepted(server: ServerProcess):
                          ids=["no-envs", "negative-envs", "1025-envs", "17-dtypes"])
 def test_bad_registrations_are_refused(server: ServerProcess, pusher: Pusher, fields: dict):
     request = pb.RegisterWorkerRequest(name="bad", **fields)
-    refuse(server, pusher.worker_id, lambda: server.stub.RegisterWorker(request, timeout=10), counted=False)
+    refuse(server, pusher, lambda: server.stub.RegisterWorker(request, timeout=10), counted=False)
 
 
 # --- the other push fields -------------------------------------------------------------------------------------
@@ -262,8 +300,8 @@ def test_episodes_at_the_bound_are_applied(server: ServerProcess, pusher: Pusher
 
 
 def test_pull_with_an_unknown_dtype_is_refused(server: ServerProcess, pusher: Pusher):
-    request = pb.PullWeightsRequest(worker_id=pusher.worker_id, have_version=-1, dtype=42)
-    refuse(server, pusher.worker_id, lambda: server.stub.PullWeights(request, timeout=10), counted=False)
+    request = pb.PullWeightsRequest(worker_id=pusher.worker_id, have_version=-1, dtype=42, worker_secret=pusher.secret)
+    refuse(server, pusher, lambda: server.stub.PullWeights(request, timeout=10), counted=False)
 
 
 # --- no UNKNOWN ----------------------------------------------------------------------------------------------

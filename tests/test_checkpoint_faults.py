@@ -39,12 +39,12 @@ def wait_for(predicate: Callable[[], object], what: str, server: ServerProcess, 
     return result
 
 
-def push(server: ServerProcess, worker_id: int, sequence_number: int) -> pb.PushGradientsResponse:
+def push(server: ServerProcess, worker: pb.RegisterWorkerResponse, sequence_number: int) -> pb.PushGradientsResponse:
     layout = server.stub.GetConfig(pb.GetConfigRequest(), timeout=10).config.model.layout
     gradients = [tensors.encode(s.name, torch.full(tuple(s.shape), 0.01)) for s in layout]
     return server.stub.PushGradients(pb.PushGradientsRequest(
-        worker_id=worker_id, base_version=server.status().version, sequence_number=sequence_number, frames=5,
-        gradients=gradients), timeout=30)
+        worker_id=worker.worker_id, base_version=server.status().version, sequence_number=sequence_number, frames=5,
+        gradients=gradients, worker_secret=worker.worker_secret), timeout=30)
 
 
 def stop(server: ServerProcess) -> None:
@@ -102,13 +102,13 @@ def test_full_disk_is_logged_counted_retried_and_the_server_serves_on(small_disk
     server = ServerProcess(tmp_path / "server", *FLAGS, "--checkpoint-interval", "1",
                            "--metrics-port", str(metrics_port))
     try:
-        worker = register(server.stub, "before-full").worker_id
+        worker = register(server.stub, "before-full")
         push(server, worker, 1)
         wait_for(lambda: checkpoint.list_checkpoints(small_disk), "a first checkpoint", server)
         filler = fill(small_disk)
 
         newcomer = register(server.stub, "while-full")  # its next-worker-id write fails: logged, counted
-        assert newcomer.worker_id == worker + 1
+        assert newcomer.worker_id == worker.worker_id + 1
         assert server.status().checkpoint_failures >= 1
         before = server.status()
         for sequence in (2, 3):
@@ -141,7 +141,7 @@ def two_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("two-checkpoints")
     for resume in ((), ("--resume",)):
         server = ServerProcess(directory, *FLAGS, "--checkpoint-interval", "0", *resume)
-        worker = register(server.stub).worker_id
+        worker = register(server.stub)
         for sequence in (1, 2):
             push(server, worker, sequence)
         stop(server)

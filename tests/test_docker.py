@@ -271,6 +271,31 @@ def test_compose_config_validates():
     assert [v["type"] for v in resolved["server"]["volumes"]] == ["volume"]
 
 
+SECURE_FILE = ROOT / "docker" / "docker-compose.secure.yml"
+
+
+def test_secure_override_passes_token_and_certificates_as_secrets():
+    """docker-compose.secure.yml: every variable is read by its service (or healthcheck), and each file it names is a
+    compose secret of that service, mounted at /run/secrets/NAME."""
+    base = load_compose()
+    with SECURE_FILE.open() as handle:
+        secure = yaml.safe_load(handle)
+    entrypoint = exec_form(only(dockerfile_instructions(), "ENTRYPOINT"), "ENTRYPOINT")
+    for name, svc in secure["services"].items():
+        command = entrypoint + base["services"][name]["command"]
+        read = env_read_by(command)
+        if not base["services"][name].get("healthcheck", {}).get("disable"):
+            read |= env_read_by(compose_healthcheck(base["services"][name]))
+        env = service_env(svc)
+        assert env and set(env) <= read, f"{name}: {set(env) - read} not read by `{' '.join(command)}`"
+        for value in env.values():
+            assert value.startswith("/run/secrets/"), f"{name}: {value} is not a compose secret"
+            secret = value.removeprefix("/run/secrets/")
+            assert secret in svc["secrets"] and secret in secure["secrets"], f"{name}: no secret {secret}"
+    assert "ASYNCRL_AUTH_TOKEN_FILE" in service_env(secure["services"]["worker"])
+    assert "ASYNCRL_TLS_CERT" in service_env(secure["services"]["server"])
+
+
 # --- the Dockerfile --------------------------------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import math
+from dataclasses import dataclass
 import subprocess
 import sys
 from pathlib import Path
@@ -25,17 +26,25 @@ FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
 
-def register_evaluator(server: ServerProcess, num_envs: int = 1) -> int:
+@dataclass(frozen=True)
+class Evaluator:
+    """An evaluation worker on the test side: its id and secret."""
+
+    worker_id: int
+    secret: bytes
+
+
+def register_evaluator(server: ServerProcess, num_envs: int = 1) -> Evaluator:
     reply = server.stub.RegisterWorker(pb.RegisterWorkerRequest(name="eval", num_envs=num_envs, evaluation=True),
                                        timeout=10)
-    return reply.worker_id
+    return Evaluator(reply.worker_id, reply.worker_secret)
 
 
-def report(server: ServerProcess, worker_id: int, returns: list[float], version: int = 0
+def report(server: ServerProcess, worker: Evaluator | Pusher, returns: list[float], version: int = 0
            ) -> pb.ReportEvaluationResponse:
     episodes = [pb.EpisodeResult(episode_return=r, length=10) for r in returns]
-    return server.stub.ReportEvaluation(
-        pb.ReportEvaluationRequest(worker_id=worker_id, version=version, episodes=episodes), timeout=10)
+    return server.stub.ReportEvaluation(pb.ReportEvaluationRequest(
+        worker_id=worker.worker_id, worker_secret=worker.secret, version=version, episodes=episodes), timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +60,8 @@ def test_evaluation_episodes_are_reported_apart_from_training(server: ServerProc
     pusher.push(pusher.request(episodes=[pb.EpisodeResult(episode_return=20.0, length=20)]))
     evaluator = register_evaluator(server)
     before = server.status()
-    weights = server.stub.PullWeights(pb.PullWeightsRequest(worker_id=evaluator, have_version=-1), timeout=10)
+    weights = server.stub.PullWeights(pb.PullWeightsRequest(
+        worker_id=evaluator.worker_id, worker_secret=evaluator.secret, have_version=-1), timeout=10)
     assert weights.parameters, "an evaluation worker pulls the weights like any worker"
     reply = report(server, evaluator, [100.0, 200.0], version=weights.version)
     assert not reply.training_done and reply.version == before.version
@@ -62,7 +72,7 @@ def test_evaluation_episodes_are_reported_apart_from_training(server: ServerProc
     assert after.eval_window == 3
     assert (after.global_frames, after.version, after.mean_return_100, after.episodes_completed) == (
         before.global_frames, before.version, before.mean_return_100, before.episodes_completed)
-    (listed,) = [w for w in after.workers if w.worker_id == evaluator]
+    (listed,) = [w for w in after.workers if w.worker_id == evaluator.worker_id]
     assert listed.evaluation and listed.episodes_reported == 4 and listed.pushes_applied == 0
 
 
@@ -70,11 +80,18 @@ def test_calls_that_do_not_fit_the_role_are_refused_and_change_nothing(server: S
     """An evaluation worker's push and a training worker's report: FAILED_PRECONDITION, nothing changed."""
     pusher = Pusher(server)
     evaluator = register_evaluator(server)
-    request = pusher.request(worker_id=evaluator)
+    request = pusher.request(worker_id=evaluator.worker_id, worker_secret=evaluator.secret)
     error = refuse(server, evaluator, lambda: server.stub.PushGradients(request, timeout=30), FAILED_PRECONDITION)
     assert "evaluation worker" in error.details()
-    error = refuse(server, pusher.worker_id, lambda: report(server, pusher.worker_id, [1.0]), FAILED_PRECONDITION)
+    error = refuse(server, pusher, lambda: report(server, pusher, [1.0]), FAILED_PRECONDITION)
     assert "training worker" in error.details()
+
+
+def test_a_report_without_the_workers_secret_is_denied_and_changes_nothing(server: ServerProcess):
+    evaluator = register_evaluator(server)
+    impostor = Evaluator(evaluator.worker_id, b"x" * 32)
+    refuse(server, evaluator, lambda: report(server, impostor, [500.0]), grpc.StatusCode.PERMISSION_DENIED,
+           counted=False)
 
 
 @pytest.mark.parametrize("returns, version, expected", [
@@ -95,7 +112,7 @@ def test_reports_outside_their_bounds_are_refused_and_change_nothing(
 
 def test_an_unknown_evaluation_worker_gets_not_found(server: ServerProcess):
     with pytest.raises(grpc.RpcError) as raised:
-        report(server, 10**6, [1.0])
+        report(server, Evaluator(10**6, b""), [1.0])
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
 
 

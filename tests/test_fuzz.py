@@ -24,7 +24,7 @@ from conftest import ServerProcess
 
 FLAGS = ("--seed", "9", "--target-return", "none", "--checkpoint-interval", "0", "--max-message-mb", "16")
 DOCUMENTED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ABORTED,
-              grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.RESOURCE_EXHAUSTED}
+              grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.PERMISSION_DENIED}
 FUZZ = settings(max_examples=150, derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -41,6 +41,7 @@ DOUBLES = st.one_of(st.sampled_from([float("nan"), float("inf"), float("-inf"), 
                     st.floats(allow_nan=True, allow_infinity=True))
 FLOATS = st.one_of(st.sampled_from([float("nan"), float("inf"), 0.0, 0.5, 1.0, -0.0, 3.4e38]),
                    st.floats(width=32, allow_nan=True, allow_infinity=True))
+SECRETS = st.one_of(st.binary(max_size=40), st.sampled_from([b"", b"\x00" * 32]))
 NAMES = st.one_of(st.text(max_size=200), st.sampled_from(["", "x" * 128, "x" * 129, "y" * 2**20, "tab\there"]))
 # Repeated fields: a few entries, or very many (one value repeated, so the example stays cheap to draw).
 COUNTS = st.sampled_from([0, 1, 2, 3, 17, 1000, 200_000])
@@ -56,6 +57,7 @@ class Target:
 
     server: ServerProcess
     worker_id: int
+    secret: bytes
     layout: list[pb.TensorSpec]
     last_sequence: int = 0
 
@@ -65,14 +67,15 @@ def target(tmp_path_factory: pytest.TempPathFactory):
     server = ServerProcess(tmp_path_factory.mktemp("fuzz"), *FLAGS)
     try:
         registration = server.stub.RegisterWorker(pb.RegisterWorkerRequest(name="fuzz", num_envs=2), timeout=10)
-        yield Target(server, registration.worker_id, list(registration.config.model.layout))
+        yield Target(server, registration.worker_id, registration.worker_secret, list(registration.config.model.layout))
     finally:
         server.stop()
 
 
 def observed(target: Target) -> tuple[bytes, pb.GetStatusResponse]:
     weights = target.server.stub.PullWeights(
-        pb.PullWeightsRequest(worker_id=target.worker_id, have_version=-1, have_target_version=-1), timeout=30)
+        pb.PullWeightsRequest(worker_id=target.worker_id, have_version=-1, have_target_version=-1,
+                              worker_secret=target.secret), timeout=30)
     status = target.server.status()
     for field in ("uptime_seconds", "frames_per_second", "updates_per_second"):
         status.ClearField(field)
@@ -117,8 +120,9 @@ def registrations() -> st.SearchStrategy[pb.RegisterWorkerRequest]:
 
 
 def pulls(target: Target) -> st.SearchStrategy[pb.PullWeightsRequest]:
-    arbitrary = dict(worker_id=UINT32, have_version=INT64, dtype=INT32, have_target_version=INT64)
-    valid = dict(worker_id=target.worker_id, have_version=-1, dtype=pb.DTYPE_FLOAT16, have_target_version=-1)
+    arbitrary = dict(worker_id=UINT32, have_version=INT64, dtype=INT32, have_target_version=INT64, worker_secret=SECRETS)
+    valid = dict(worker_id=target.worker_id, have_version=-1, dtype=pb.DTYPE_FLOAT16, have_target_version=-1,
+                 worker_secret=target.secret)
     return fields(valid, arbitrary).map(lambda f: pb.PullWeightsRequest(**f))
 
 
@@ -138,13 +142,14 @@ def pushes(target: Target) -> st.SearchStrategy[pb.PushGradientsRequest]:
         episodes=_repeated(st.builds(lambda r, n: pb.EpisodeResult(episode_return=r, length=n), DOUBLES, INT64)),
         reply_weights_dtype=INT32, epsilons=_repeated(FLOATS),
         metrics=st.dictionaries(st.one_of(st.just("losses/entropy"), NAMES), DOUBLES, max_size=3),
+        worker_secret=SECRETS,
     )
     valid = dict(
         worker_id=target.worker_id, base_version=target.server.status().version,
         sequence_number=target.last_sequence + 1, frames=20,
         gradients=[tensors.encode(s.name, torch.full(tuple(s.shape), 0.01)) for s in target.layout],
         episodes=[pb.EpisodeResult(episode_return=1.0, length=9)], reply_weights_dtype=pb.DTYPE_FLOAT32,
-        epsilons=[0.5, 0.1], metrics={"losses/entropy": 0.5},
+        epsilons=[0.5, 0.1], metrics={"losses/entropy": 0.5}, worker_secret=target.secret,
     )
     return fields(valid, arbitrary).map(lambda f: pb.PushGradientsRequest(**f))
 

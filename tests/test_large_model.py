@@ -18,14 +18,14 @@ def test_ten_million_parameter_model_fits_default_limits(server_factory):
     assert parameters > 10_000_000
     assert reply.config.max_message_bytes >= 4 * parameters
 
-    weights = pull(server.stub, reply.worker_id)
+    weights = pull(server.stub, reply)
     assert sum(len(t.data) for t in weights.parameters) == 4 * parameters
 
     gradients = [pb.Tensor(name=s.name, dtype=pb.DTYPE_FLOAT32, shape=s.shape, data=bytes(4 * math.prod(s.shape)))
                  for s in layout]
     pushed = server.stub.PushGradients(
         pb.PushGradientsRequest(worker_id=reply.worker_id, base_version=0, sequence_number=1, frames=5,
-                                gradients=gradients),
+                                gradients=gradients, worker_secret=reply.worker_secret),
         timeout=60,
     )
     assert pushed.version == 1 and pushed.global_frames == 5

@@ -27,7 +27,7 @@ from asyncrl.common.algorithms.a3c import rollout_loss
 from asyncrl.common.models import build_model
 from asyncrl.common.rollout import Rollout
 from asyncrl.v1 import parameter_server_pb2 as pb
-from conftest import ROOT, ServerProcess, pull, register
+from conftest import ROOT, Pki, ServerProcess, pull, register
 
 WORKER_DIR = ROOT / "examples" / "node-worker"
 # The Node worker implements the shared-body MLP (mlp_actor_critic), not the default two-body one.
@@ -105,8 +105,8 @@ def start_node(node: str, tmp_path: Path):
         worker.stop()
 
 
-def weights(server: ServerProcess, worker_id: int) -> list[torch.Tensor]:
-    reply = pull(server.stub, worker_id)
+def weights(server: ServerProcess, observer: pb.RegisterWorkerResponse) -> list[torch.Tensor]:
+    reply = pull(server.stub, observer)
     layout = tensors.FlatLayout(server.stub.GetConfig(pb.GetConfigRequest(), timeout=10).config.model.layout)
     return layout.split(layout.decode(reply.parameters, "weights"))
 
@@ -127,7 +127,7 @@ def wait_for(predicate, what: str, timeout: float, processes=()):
 def test_node_worker_trains_until_the_server_says_done(server_factory, start_node, tmp_path):
     server = server_factory(*NODE_RUN, "--max-frames", "3000", "--seed", "5", "--linger", "30")
     observer = register(server.stub, "observer")
-    before = weights(server, observer.worker_id)
+    before = weights(server, observer)
 
     worker = start_node(server.address, "node-a3c", "--log-every", "100")
     summary = worker.wait_ok(timeout=60)
@@ -145,12 +145,24 @@ def test_node_worker_trains_until_the_server_says_done(server_factory, start_nod
     assert status.episodes_completed == summary["episodes"] > 0
     assert summary["registrations"] == 1 and summary["aborted"] == 0
 
-    after = weights(server, observer.worker_id)
+    after = weights(server, observer)
     assert all(torch.isfinite(t).all() for t in after)
     changed = [name for (name, b, a) in zip([s.name for s in observer.config.model.layout], before, after)
                if not torch.equal(b, a)]
     assert changed == [s.name for s in observer.config.model.layout], f"parameters unchanged: {changed}"
     assert "server says training is over" in worker.log()
+
+
+def test_node_worker_speaks_token_and_mutual_tls(server_factory, start_node, pki: Pki):
+    """With the token and a client certificate its pushes are applied; without the token it stops (exit 2)."""
+    server = server_factory(*NODE_RUN, "--auth-token-file", str(pki.token), "--tls-cert", pki.cert,
+                            "--tls-key", pki.key, "--tls-client-ca", pki.client_ca)
+    tls = ("--tls-ca", pki.ca, "--tls-client-cert", pki.client_cert, "--tls-client-key", pki.client_key)
+    worker = start_node(server.address, "node-secure", "--max-pushes", "5", "--auth-token-file", str(pki.token), *tls)
+    assert worker.wait_ok(timeout=60)["pushes"] == 5
+    tokenless = start_node(server.address, "node-tokenless", *tls)
+    assert tokenless.wait(timeout=60) == 2
+    assert "UNAUTHENTICATED" in tokenless.log()
 
 
 # --- 2. the gradients are the A3C loss's; the environment is gymnasium's CartPole ---------------
@@ -178,7 +190,7 @@ def test_node_gradients_match_pytorch_a3c_loss_and_cartpole_matches_gymnasium(se
     """
     server = server_factory(*NODE_RUN, "--max-frames", "400", "--t-max", "20", "--entropy-beta", "0.05")
     config = server.stub.GetConfig(pb.GetConfigRequest(), timeout=10).config
-    initial = weights(server, register(server.stub, "observer").worker_id)
+    initial = weights(server, register(server.stub, "observer"))
     dump = tmp_path / "dump.jsonl"
     worker = start_node(server.address, "node-dump", "--dump", str(dump), "--dump-pushes", "20",
                         "--max-episode-steps", "15")

@@ -83,7 +83,8 @@ def test_metrics_move_with_get_status(tmp_path: Path, server_factory, worker_fac
                      for s in bad.config.model.layout]
     with pytest.raises(Exception):
         server.stub.PushGradients(pb.PushGradientsRequest(worker_id=bad.worker_id, base_version=0, sequence_number=1,
-                                                          frames=1, gradients=nan_gradients), timeout=10)
+                                                          frames=1, gradients=nan_gradients,
+                                                          worker_secret=bad.worker_secret), timeout=10)
     final = wait_done(server)
     for worker in workers:
         assert worker.wait(timeout=60) == 0

@@ -21,16 +21,19 @@ from asyncrl.worker.rpc_process import ProcessCalls, RpcProcessDied
 from conftest import Process
 
 
-def _push(worker_id: int, layout: tensors.FlatLayout, base_version: int, sequence_number: int) -> bytes:
+def _push(worker: pb.RegisterWorkerResponse, layout: tensors.FlatLayout, base_version: int,
+          sequence_number: int) -> bytes:
     return pb.PushGradientsRequest(
-        worker_id=worker_id, base_version=base_version, sequence_number=sequence_number, frames=5,
+        worker_id=worker.worker_id, worker_secret=worker.worker_secret, base_version=base_version,
+        sequence_number=sequence_number, frames=5,
         gradients=layout.encode(torch.full((layout.total,), 1e-3), pb.DTYPE_FLOAT32),
         reply_weights_dtype=pb.DTYPE_FLOAT32,
     ).SerializeToString()
 
 
-def _pull(worker_id: int, have_version: int) -> bytes:
-    return pb.PullWeightsRequest(worker_id=worker_id, have_version=have_version).SerializeToString()
+def _pull(worker: pb.RegisterWorkerResponse, have_version: int, worker_id: int | None = None) -> bytes:
+    return pb.PullWeightsRequest(worker_id=worker.worker_id if worker_id is None else worker_id, have_version=have_version,
+                                 worker_secret=worker.worker_secret).SerializeToString()
 
 
 def _children(pid: int) -> list[int]:
@@ -51,7 +54,7 @@ def test_calls_answer_replies_and_typed_errors(server_factory) -> None:
     try:
         registered = pb.RegisterWorkerResponse.FromString(
             calls.call("RegisterWorker", pb.RegisterWorkerRequest(name="rpc", num_envs=1).SerializeToString()))
-        worker, layout = registered.worker_id, tensors.FlatLayout(registered.config.model.layout)
+        worker, layout = registered, tensors.FlatLayout(registered.config.model.layout)
         first = calls.start("PushGradients", _push(worker, layout, 0, 1))
         with pytest.raises(RuntimeError, match="one call at a time"):
             calls.start("PullWeights", _pull(worker, -1))
@@ -60,8 +63,8 @@ def test_calls_answer_replies_and_typed_errors(server_factory) -> None:
         assert second.version == 2 and len(second.parameters) == len(layout.specs)
         with pytest.raises(StaleGradients, match="current version 2"):
             calls.call("PushGradients", _push(worker, layout, 0, 3))
-        with pytest.raises(UnknownWorker, match=f"unknown worker id {worker + 100}"):
-            calls.call("PullWeights", _pull(worker + 100, -1))
+        with pytest.raises(UnknownWorker, match=f"unknown worker id {worker.worker_id + 100}"):
+            calls.call("PullWeights", _pull(worker, -1, worker_id=worker.worker_id + 100))
         short = pb.PushGradientsRequest.FromString(_push(worker, layout, 2, 3))  # 3 was refused: not used up
         del short.gradients[-1]
         with pytest.raises(Refused, match="tensor") as refused:

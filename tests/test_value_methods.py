@@ -106,26 +106,26 @@ def test_target_network_changes_exactly_at_i_target_boundaries(server_factory):
     worker = server.stub.RegisterWorker(pb.RegisterWorkerRequest(name="q1", num_envs=3), timeout=10)
     layout = worker.config.model.layout
     first = server.stub.PullWeights(pb.PullWeightsRequest(
-        worker_id=worker.worker_id, have_version=-1, have_target_version=-1), timeout=10)
+        worker_id=worker.worker_id, worker_secret=worker.worker_secret, have_version=-1, have_target_version=-1), timeout=10)
     assert first.target_version == 0 and len(first.target_parameters) == len(layout)
     assert [t.data for t in first.target_parameters] == [t.data for t in first.parameters]
     gradient = [tensors.encode(spec.name, torch.full(tuple(spec.shape), 0.1)) for spec in layout]
     target_versions = []
     for sequence in range(1, 11):
         reply = server.stub.PushGradients(pb.PushGradientsRequest(
-            worker_id=worker.worker_id, base_version=sequence - 1, sequence_number=sequence, frames=30,
+            worker_id=worker.worker_id, worker_secret=worker.worker_secret, base_version=sequence - 1, sequence_number=sequence, frames=30,
             gradients=gradient, epsilons=[0.5] * 3), timeout=10)
         target_versions.append(reply.target_version)
         if reply.global_frames in (120, 210, 300):  # T crossed 100, 200, 300 with this push
-            pulled = pull(server.stub, worker.worker_id, have_version=-1, dtype=pb.DTYPE_FLOAT32)
+            pulled = pull(server.stub, worker, have_version=-1, dtype=pb.DTYPE_FLOAT32)
             pulled_target = server.stub.PullWeights(pb.PullWeightsRequest(
-                worker_id=worker.worker_id, have_version=reply.version, have_target_version=-1), timeout=10)
+                worker_id=worker.worker_id, worker_secret=worker.worker_secret, have_version=reply.version, have_target_version=-1), timeout=10)
             assert pulled_target.target_version == reply.version
             assert [t.data for t in pulled_target.target_parameters] == [t.data for t in pulled.parameters]
     # T after each push: 30 60 90 120 150 180 210 240 270 300
     assert target_versions == [0, 0, 0, 4, 4, 4, 7, 7, 7, 10]
     current = server.stub.PullWeights(pb.PullWeightsRequest(
-        worker_id=worker.worker_id, have_version=10, have_target_version=10), timeout=10)
+        worker_id=worker.worker_id, worker_secret=worker.worker_secret, have_version=10, have_target_version=10), timeout=10)
     assert not current.parameters and not current.target_parameters  # nothing new: no payload
     assert server.status().workers[0].epsilons == [0.5] * 3
 

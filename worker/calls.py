@@ -14,6 +14,7 @@ from typing import Protocol
 import grpc
 
 from asyncrl.common.config import WorkerOptions
+from asyncrl.common.security import client_channel
 from asyncrl.v1 import parameter_server_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,8 @@ class ChannelCalls:
         self.options = options
         self.stop = stop
         max_bytes = int(options.max_message_mb * 2**20)
-        self.channel = grpc.insecure_channel(
-            options.server,
+        self.channel = client_channel(
+            options.server, options,
             options=[
                 ("grpc.max_send_message_length", max_bytes),
                 ("grpc.max_receive_message_length", max_bytes),

@@ -82,13 +82,15 @@ class GrpcConnection:
     carries them.
 
     start_push encodes the gradients and serializes the request before it returns; the
-    push's result() parses the reply and decodes its weights.
+    push's result() parses the reply and decodes its weights. The worker secret of the last
+    registration goes with every pull and push: the server refuses a worker id without it.
     """
 
     def __init__(self, dtype: str, calls: Calls) -> None:
         self.dtype = tensors.WIRE_DTYPES[dtype]
         self.calls = calls
         self.layout = tensors.FlatLayout(())
+        self.secret = b""
 
     def register(self, name: str, num_envs: int, algorithm: int, evaluation: bool = False
                  ) -> pb.RegisterWorkerResponse:
@@ -98,11 +100,13 @@ class GrpcConnection:
         )
         reply = pb.RegisterWorkerResponse.FromString(self.calls.call("RegisterWorker", request.SerializeToString()))
         self.layout = tensors.FlatLayout(reply.config.model.layout)
+        self.secret = reply.worker_secret
         return reply
 
     def pull(self, worker_id: int, have_version: int, have_target_version: int = -1) -> ServerReply:
         request = pb.PullWeightsRequest(
-            worker_id=worker_id, have_version=have_version, dtype=self.dtype, have_target_version=have_target_version
+            worker_id=worker_id, have_version=have_version, dtype=self.dtype, have_target_version=have_target_version,
+            worker_secret=self.secret,
         )
         return self._server_reply(
             pb.PullWeightsResponse.FromString(self.calls.call("PullWeights", request.SerializeToString()))
@@ -119,6 +123,7 @@ class GrpcConnection:
             reply_weights_dtype=self.dtype,
             epsilons=update.epsilons,
             metrics=update.metrics,
+            worker_secret=self.secret,
         )
         return _RemotePush(self.calls.start("PushGradients", request.SerializeToString()), self._server_reply)
 
@@ -126,7 +131,7 @@ class GrpcConnection:
                           ) -> pb.ReportEvaluationResponse:
         """An evaluation worker's finished episodes, played with the weights of `version`."""
         request = pb.ReportEvaluationRequest(
-            worker_id=worker_id, version=version,
+            worker_id=worker_id, version=version, worker_secret=self.secret,
             episodes=[pb.EpisodeResult(episode_return=r, length=n) for r, n in episodes],
         )
         return pb.ReportEvaluationResponse.FromString(self.calls.call("ReportEvaluation", request.SerializeToString()))

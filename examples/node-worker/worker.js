@@ -25,6 +25,10 @@ const USAGE = `usage: node worker.js --server HOST:PORT [options]
   --deadline SECONDS      deadline of every call (default: 10)
   --max-backoff SECONDS   longest wait between retries of a transient failure (default: 5)
   --retry-for SECONDS     give up (exit 3) after retrying one call this long (default: 120)
+  --auth-token-file PATH  send the bearer token in PATH with every call ($ASYNCRL_AUTH_TOKEN_FILE)
+  --tls-ca PATH           connect over TLS, verifying the server with these PEM CA certificates ($ASYNCRL_TLS_CA)
+  --tls-client-cert PATH  with --tls-client-key: the PEM certificate for a server that requires mutual TLS
+  --tls-client-key PATH   ($ASYNCRL_TLS_CLIENT_CERT, $ASYNCRL_TLS_CLIENT_KEY)
   --log-every N           a progress line every N pushes (default: 50)
 debugging and tests:
   --stale-every N         every N-th push claims a base version too old for the server's
@@ -50,13 +54,20 @@ function parseArgs(argv) {
     maxEpisodeSteps: 500,
     dump: '',
     dumpPushes: 20,
+    authTokenFile: process.env.ASYNCRL_AUTH_TOKEN_FILE || '',
+    tlsCa: process.env.ASYNCRL_TLS_CA || '',
+    tlsClientCert: process.env.ASYNCRL_TLS_CLIENT_CERT || '',
+    tlsClientKey: process.env.ASYNCRL_TLS_CLIENT_KEY || '',
   };
   const numeric = {
     '--max-pushes': 'maxPushes', '--deadline': 'deadline', '--max-backoff': 'maxBackoff', '--retry-for': 'retryFor',
     '--log-every': 'logEvery', '--stale-every': 'staleEvery', '--max-episode-steps': 'maxEpisodeSteps',
     '--dump-pushes': 'dumpPushes',
   };
-  const strings = { '--server': 'server', '--name': 'name', '--dump': 'dump' };
+  const strings = {
+    '--server': 'server', '--name': 'name', '--dump': 'dump', '--auth-token-file': 'authTokenFile', '--tls-ca': 'tlsCa',
+    '--tls-client-cert': 'tlsClientCert', '--tls-client-key': 'tlsClientKey',
+  };
   for (let i = 0; i < argv.length; i++) {
     let flag = argv[i];
     let value;
@@ -80,6 +91,21 @@ function parseArgs(argv) {
   }
   if (!/^[^\s]+:\d+$/.test(options.server)) usageError(`--server must be HOST:PORT, got ${options.server}`);
   if (options.maxEpisodeSteps < 1) usageError('--max-episode-steps must be >= 1');
+  if (!options.tlsClientCert !== !options.tlsClientKey) usageError('--tls-client-cert and --tls-client-key go together');
+  if (options.tlsClientCert && !options.tlsCa) usageError('a client certificate is for TLS: set --tls-ca too');
+  const read = (flag, path) => {
+    try {
+      return fs.readFileSync(path);
+    } catch (error) {
+      return usageError(`${flag} ${path}: cannot read it (${error.code})`);
+    }
+  };
+  options.security = {
+    token: options.authTokenFile ? read('--auth-token-file', options.authTokenFile).toString().trim() : '',
+    ca: options.tlsCa ? read('--tls-ca', options.tlsCa) : null,
+    clientCert: options.tlsClientCert ? read('--tls-client-cert', options.tlsClientCert) : null,
+    clientKey: options.tlsClientKey ? read('--tls-client-key', options.tlsClientKey) : null,
+  };
   return options;
 }
 
@@ -102,6 +128,7 @@ class Worker {
       deadlineMs: options.deadline * 1000,
       maxBackoffMs: options.maxBackoff * 1000,
       retryForMs: options.retryFor * 1000,
+      security: options.security,
       log,
       random: this.jitter,
       stopping: () => this.stopRequested,
@@ -139,6 +166,7 @@ class Worker {
     });
     this.stats.registrations += 1;
     this.workerId = reply.worker_id;
+    this.workerSecret = reply.worker_secret; // a Buffer; every later call naming workerId carries it
     this.config = reply.config;
     this.sequenceNumber = 0; // a new id starts a new sequence
     this.version = -1; // a restarted server may hold other weights: pull before pushing
@@ -175,6 +203,7 @@ class Worker {
   async pull() {
     const reply = await this.client.call('PullWeights', {
       worker_id: this.workerId,
+      worker_secret: this.workerSecret,
       have_version: this.version,
       dtype: 'DTYPE_FLOAT32',
       have_target_version: -1,
@@ -279,6 +308,7 @@ class Worker {
     this.sequenceNumber += 1; // a new push; retries inside client.call reuse the whole request, number included
     const request = {
       worker_id: this.workerId,
+      worker_secret: this.workerSecret,
       base_version: base,
       sequence_number: this.sequenceNumber,
       frames,
