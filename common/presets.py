@@ -49,7 +49,26 @@ ATARI = Preset(
     },
     launcher={"workers": 2, "envs": 8},
 )
-PRESETS: dict[str, Preset] = {preset.name: preset for preset in (CLASSIC, ATARI)}
+CONTINUOUS = Preset(
+    "continuous",
+    "vector observations, continuous (Box) actions: A3C with a Gaussian policy",
+    run={
+        "gamma": 0.9,
+        "t_max": 10,
+        "entropy_beta": 1e-4,
+        "learning_rate": 3e-3,
+        "reward_scale": 0.1,
+        "max_frames": 1_000_000,
+    },
+    launcher={"workers": 2, "envs": 8},
+)
+ATARI_CONTINUOUS = Preset(
+    "atari-continuous",
+    "image observations, continuous (Box) actions: the atari preset's optimiser with a Gaussian policy",
+    run={**ATARI.run, "entropy_beta": CONTINUOUS.run["entropy_beta"]},
+    launcher=ATARI.launcher,
+)
+PRESETS: dict[str, Preset] = {preset.name: preset for preset in (CLASSIC, ATARI, CONTINUOUS, ATARI_CONTINUOUS)}
 
 # The mean return (last 100 episodes) that ends a run by default, where a task has a
 # conventional one: gymnasium's reward_threshold for classic control, +18 for Pong (the
@@ -60,13 +79,19 @@ TARGET_RETURNS: dict[str, float] = {
     "Acrobot-v1": -100.0,
     "MountainCar-v0": -110.0,
     "LunarLander-v3": 200.0,
+    "Pendulum-v1": -200.0,  # no reward_threshold in gymnasium; -200 is near the best policies' ~-150
+    "InvertedPendulum-v5": 1000.0,  # every episode balanced to its 1000-step limit (gymnasium's threshold: 950)
     "ALE/Pong-v5": 18.0,
 }
 
 
-def family_of(env_id: str, image_observations: bool = False) -> str:
-    """The preset for an env: atari for ALE ids and image observations, classic otherwise."""
-    return ATARI.name if env_id.startswith("ALE/") or image_observations else CLASSIC.name
+def family_of(env_id: str, image_observations: bool = False, continuous_actions: bool = False) -> str:
+    """The preset for an env: atari for ALE ids and image observations, classic otherwise; each has a
+    continuous counterpart for Box action spaces."""
+    images = env_id.startswith("ALE/") or image_observations
+    if continuous_actions:
+        return ATARI_CONTINUOUS.name if images else CONTINUOUS.name
+    return ATARI.name if images else CLASSIC.name
 
 
 def preset_defaults(preset: str, env_id: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""How a worker picks actions: sampling A3C's softmax policy, or epsilon-greedy on Q values per env copy."""
+"""How a worker picks actions: sampling A3C's softmax or Gaussian policy, or epsilon-greedy on Q values per env copy."""
 
 from __future__ import annotations
 
@@ -23,6 +23,21 @@ class SoftmaxPolicy:
 
     def choose(self, logits: torch.Tensor, copies: Sequence[int]) -> np.ndarray:
         return (logits.numpy() + self.rng.gumbel(size=logits.shape)).argmax(axis=1)
+
+
+class GaussianPolicy:
+    """Samples a ~ N(mu, sigma^2) per action dimension from an actor-critic model's [B, 2, D] outputs.
+
+    The samples are returned unclipped: they are what the loss's log-probability needs; the
+    actor clips them to the env's bounds only when it steps the env.
+    """
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+
+    def choose(self, outputs: torch.Tensor, copies: Sequence[int]) -> np.ndarray:
+        mean, variance = outputs.numpy().transpose(1, 0, 2)
+        return (mean + np.sqrt(variance) * self.rng.standard_normal(mean.shape)).astype(np.float32)
 
 
 def draw_final_epsilon(rng: np.random.Generator, values: Sequence[float], probabilities: Sequence[float]) -> float:
