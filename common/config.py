@@ -69,8 +69,8 @@ class RunConfig(_Checked):
 
     preset: str = _setting(
         "classic", "defaults for an env family, applied before every other setting: classic (vector "
-        "observations) or atari (ALE games, image observations), and continuous or atari-continuous for the "
-        "same with Box actions (a Gaussian policy); the other fields' defaults shown here are classic's", choices=tuple(PRESETS), shown="chosen by --env-id",
+        "observations), atari (ALE games, image observations) or continuous (vector observations, Box "
+        "actions: a Gaussian policy); the other fields' defaults shown here are classic's", choices=tuple(PRESETS), shown="chosen by --env-id",
     )
     algo: str = _setting(
         "a3c", "learning method: a3c, q1 (one-step Q), sarsa1 (one-step SARSA), nstep-q (n-step Q)",

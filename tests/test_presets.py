@@ -63,7 +63,7 @@ def test_box_actions_get_the_continuous_preset():
     """Pendulum-v1 (a Box action space) gets the continuous preset and its launcher defaults; flags still win."""
     config, train = resolve("--env-id", "Pendulum-v1", "--t-max", "7")
     assert config.preset == "continuous" and config.t_max == 7
-    assert config.gamma == PRESETS["continuous"].run["gamma"] and config.target_return == -200.0
+    assert config.reward_scale == PRESETS["continuous"].run["reward_scale"] and config.target_return == -200.0
     assert train.envs == PRESETS["continuous"].launcher["envs"]
 
 
