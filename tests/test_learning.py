@@ -1,8 +1,10 @@
-"""The presets learn beyond CartPole, through a real server and 2 workers: pixels (Catch) and Acrobot-v1.
+"""The presets learn beyond CartPole, through a real server and 2 workers: pixels (Catch), Acrobot-v1 and
+continuous actions (Pendulum-v1).
 
 These guard the defaults: a preset that stops learning fails here, in minutes, rather than
 in a two-hour Pong run. Budgets are 7-20x the frames the seeded runs took when written
-(Catch: ~70k frames to 0.8; Acrobot: ~25k-40k to -100), under load.
+(Catch: ~70k frames to 0.8; Acrobot: ~25k-40k to -100), under load. Pendulum's budget is its
+preset's 1M frames, which the learning rate anneals over: seeded runs took ~500k to -200.
 """
 
 from __future__ import annotations
@@ -33,3 +35,11 @@ def test_the_classic_preset_learns_acrobot(tmp_path: Path):
     assert state["config"]["preset"] == "classic" and state["config"]["target_return"] == -100.0
     assert status.mean_return_100 >= -100 and status.global_frames < 600_000, status
     assert -1 <= status.metrics["losses/explained_variance"] <= 1
+
+
+def test_the_continuous_preset_learns_pendulum(tmp_path: Path):
+    """Pendulum-v1 with nothing but --env-id (and a seed): A3C's Gaussian policy from random (~-1200) to -200."""
+    status, state = run_to_completion(tmp_path, ["--env-id", "Pendulum-v1", "--seed", "3",
+                                                 "--max-frames", "1000000"], envs=8, timeout=1200)
+    assert state["config"]["preset"] == "continuous" and state["config"]["target_return"] == -200.0
+    assert status.mean_return_100 >= -200 and status.global_frames < 1_000_000, status
