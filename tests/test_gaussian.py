@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -134,10 +135,20 @@ def test_rollout_loss_of_a_gaussian_model_has_finite_gradients():
 
 
 def test_greedy_evaluation_plays_the_clipped_mean():
-    import gymnasium as gym
-
     env = gym.make("Pendulum-v1")
     play_episode(FixedOutputs(-3.0), env, greedy=True, value_based=False, rng=np.random.default_rng(0), seed=0,
                  max_steps=2)
     assert env.unwrapped.last_u == -2.0
+    env.close()
+
+
+@pytest.mark.parametrize("greedy", [True, False])
+def test_evaluation_plays_float64_observations(greedy: bool):
+    """MuJoCo envs observe in float64; the network, as in the actor, gets float32."""
+    env = gym.wrappers.TransformObservation(gym.make("Pendulum-v1"), lambda o: o.astype(np.float64),
+                                            gym.spaces.Box(-8.0, 8.0, (3,), np.float64))
+    model = build_model(model_spec(pendulum_config()))
+    score = play_episode(model, env, greedy=greedy, value_based=False, rng=np.random.default_rng(0), seed=0,
+                         max_steps=3)
+    assert math.isfinite(score) and abs(env.unwrapped.last_u) <= 2.0
     env.close()

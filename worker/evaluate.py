@@ -40,7 +40,7 @@ def play_episode(
         frames.append(env.render())
     while not done and (max_steps is None or steps < max_steps):
         with torch.no_grad():
-            inputs = torch.as_tensor(np.asarray(observation)).unsqueeze(0)
+            inputs = torch.as_tensor(_as_model_input(observation)).unsqueeze(0)
             if state is not None:
                 outputs, _, state = model(inputs, state)
             else:
@@ -62,6 +62,13 @@ def play_episode(
         if frames is not None:
             frames.append(env.render())
     return total
+
+
+def _as_model_input(observation) -> np.ndarray:
+    """An observation as the actor feeds it to the model: uint8 frames as they are, anything else float32
+    (MuJoCo's observations are float64)."""
+    array = np.asarray(observation)
+    return array if array.dtype == np.uint8 else array.astype(np.float32)
 
 
 def _gaussian_action(outputs: torch.Tensor, greedy: bool, space) -> np.ndarray:
