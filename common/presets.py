@@ -20,8 +20,8 @@ frames. This preset is not yet shown to reach +18 on Pong here (README, "Learnin
 Why the continuous values (measured on Pendulum-v1, seed 3, 2-core machine under load):
 classic's gamma 0.99, t_max 5, entropy beta 0.01 and clip 40 with lr 3e-3, rewards scaled
 by 0.1 (Pendulum's -16 a step make returns of -1000 that the value head takes long to
-reach) and 2 workers x 8 copies reached -200 in ~500k frames (~3 min) with lr annealed over
-1M frames. Measured and worse, all without reaching -500 by 300k-500k frames: no reward
+reach) and 2 workers x 8 copies, lr annealed over 1M frames: 3 of 4 runs reached -200, at
+497k, 640k and 724k frames (~4 min each), and one ended at -839; not yet reliable. Measured and worse, all without reaching -500 by 300k-500k frames: no reward
 scaling (lr 1e-3 or 3e-4); scaling without gradient clipping; clipping at 0.5 (the
 variance collapsed or grew); the paper-like gamma 0.9, t_max 10, beta 1e-4 at lr 5e-4 to
 3e-3; lr annealed over 500k (-262 when the budget ran out). Not yet tuned on MuJoCo.
