@@ -2,13 +2,16 @@
 
     .venv/bin/python benchmarks/learning.py --env-id Acrobot-v1 --frames 500000
     .venv/bin/python benchmarks/learning.py --env-id ALE/Pong-v5 --frames 10000000 --sb3-frames 2000000
+    .venv/bin/python benchmarks/learning.py --env-id InvertedPendulum-v5 --frames 1000000  # needs mujoco
 
 asyncrl runs as `asyncrl train --env-id ENV --algo ALGO --max-frames FRAMES --seed SEED` and
 nothing else: its preset's defaults, layout (workers x env copies) and target return.
 stable-baselines3 A2C runs next, in its own process with one torch thread, for
 --sb3-frames (default: the same budget): on classic control with 8 envs and ent_coef 0
 (everything else its default, as RL-zoo does), on Atari with RL-zoo's Pong settings
-(16 envs, AtariWrapper, 4 stacked frames, RMSpropTFLike eps 1e-5, vf_coef 0.25). Both
+(16 envs, AtariWrapper, 4 stacked frames, RMSpropTFLike eps 1e-5, vf_coef 0.25); a Box action
+space (Pendulum-v1, MuJoCo's InvertedPendulum-v5) gets the same MlpPolicy set-up, whose Gaussian
+has a state-independent log std where asyncrl's variance is a softplus head. Both
 record the mean return of their last 100 episodes (once 100 have ended) against frames (Atari: 4 per agent
 step) and wall time from process start.
 
@@ -40,7 +43,8 @@ from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CHILD_ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-MILESTONES = {"CartPole-v1": (195.0, 475.0), "Acrobot-v1": (-200.0, -100.0), "ALE/Pong-v5": (-15.0, 0.0, 18.0)}
+MILESTONES = {"CartPole-v1": (195.0, 475.0), "Acrobot-v1": (-200.0, -100.0), "ALE/Pong-v5": (-15.0, 0.0, 18.0),
+              "Pendulum-v1": (-400.0, -200.0), "InvertedPendulum-v5": (500.0, 950.0, 1000.0)}
 
 SB3_SCRIPT = r"""
 import csv, sys, time

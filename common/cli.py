@@ -110,10 +110,18 @@ def configure_logging(level: str) -> None:
 
 def _run_config(args: argparse.Namespace) -> RunConfig:
     """The run's config on its env's preset; the env is made here first, so that a bad env id or an env
-    asyncrl can't train ends the command with one line before any process starts."""
-    from asyncrl.common.envs import env_dimensions
+    asyncrl can't train (or can't train with this method) ends the command with one line before any
+    process starts."""
+    import functools
 
-    return run_config_from(args, image_observations=lambda env_id: len(env_dimensions(env_id)[0]) == 3)
+    from asyncrl.common.envs import env_dimensions
+    from asyncrl.common.wire import model_spec
+
+    dimensions = functools.cache(env_dimensions)
+    config = run_config_from(args, image_observations=lambda env_id: len(dimensions(env_id)[0]) == 3,
+                             continuous_actions=lambda env_id: dimensions(env_id)[1].continuous)
+    model_spec(config)  # refuses a method or network that the env's spaces rule out
+    return config
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -90,8 +90,8 @@ class RunConfig(_Checked):
 
     preset: str = _setting(
         "classic", "defaults for an env family, applied before every other setting: classic (vector "
-        "observations) or atari (ALE games, image observations); the other fields' defaults shown here are "
-        "classic's", choices=tuple(PRESETS), shown="chosen by --env-id",
+        "observations), atari (ALE games, image observations) or continuous (vector observations, Box "
+        "actions: a Gaussian policy); the other fields' defaults shown here are classic's", choices=tuple(PRESETS), shown="chosen by --env-id",
     )
     algo: str = _setting(
         "a3c", "learning method: a3c, q1 (one-step Q), sarsa1 (one-step SARSA), nstep-q (n-step Q)",
@@ -132,6 +132,10 @@ class RunConfig(_Checked):
     clip_rewards: str = _setting(
         "auto", "clip rewards to [-1, 1] for learning (episode returns stay unclipped): on, off, or auto (on for "
         "Atari)", choices=("auto", "on", "off"),
+    )
+    reward_scale: float = _setting(
+        1.0, "multiply rewards by this for learning (after any clipping; episode returns stay unscaled): keeps "
+        "returns of tasks like Pendulum-v1 (-16 a step) near the value head's initial range", check=_positive,
     )
     async_update: int = _setting(
         5, "one-step methods: steps per env copy between pushes (the paper's I_AsyncUpdate)", check=_positive
@@ -402,15 +406,16 @@ def from_namespace(
 def run_config_from(
     args: argparse.Namespace, environ: Mapping[str, str] = os.environ,
     image_observations: Callable[[str], bool] = lambda env_id: False,
+    continuous_actions: Callable[[str], bool] = lambda env_id: False,
 ) -> RunConfig:
     """The RunConfig of flags and ASYNCRL_* variables on top of the preset for the env's family.
 
-    The preset is --preset's, or the family that env_id (and, through image_observations,
-    its observation space) belongs to.
+    The preset is --preset's, or the family that env_id (and, through image_observations
+    and continuous_actions, its observation and action spaces) belongs to.
     """
     values = _read(RunConfig, args, environ)
     env_id = values.get("env_id", RunConfig.env_id)
-    preset = values.get("preset") or family_of(env_id, image_observations(env_id))
+    preset = values.get("preset") or family_of(env_id, image_observations(env_id), continuous_actions(env_id))
     if preset not in PRESETS:
         raise ConfigError(_bad(RunConfig, "preset", preset, f"must be one of {', '.join(PRESETS)}"))
     return RunConfig(**{**preset_defaults(preset, env_id), **values, "preset": preset})

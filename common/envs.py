@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import gymnasium as gym
 
 ATARI_PREFIX = "ALE/"
@@ -43,14 +45,34 @@ def make_env(env_id: str, repeat_action_probability: float = 0.0, render_mode: s
     return gym.wrappers.FrameStackObservation(env, ATARI_FRAME_STACK)
 
 
-def env_dimensions(env_id: str) -> tuple[tuple[int, ...], int]:
-    """The observation shape and the number of discrete actions of env_id."""
+@dataclass(frozen=True)
+class Actions:
+    """An env's action space as the models see it: n discrete choices, or a box of real numbers.
+
+    For a box, size is its dimension and low/high its bounds per dimension (possibly
+    infinite), to which the actor clips the actions it gives the env.
+    """
+
+    size: int
+    continuous: bool = False
+    low: tuple[float, ...] = ()
+    high: tuple[float, ...] = ()
+
+
+def env_dimensions(env_id: str) -> tuple[tuple[int, ...], Actions]:
+    """The observation shape and the actions of env_id: Discrete, or a one-dimensional Box."""
     env = make_env(env_id)
     try:
-        if not isinstance(env.action_space, gym.spaces.Discrete):
-            raise EnvSpecError(f"{env_id}: only discrete action spaces are supported, got {env.action_space}")
         if not isinstance(env.observation_space, gym.spaces.Box):
             raise EnvSpecError(f"{env_id}: only Box observation spaces are supported, got {env.observation_space}")
-        return tuple(int(d) for d in env.observation_space.shape), int(env.action_space.n)
+        observation_shape = tuple(int(d) for d in env.observation_space.shape)
+        space = env.action_space
+        if isinstance(space, gym.spaces.Discrete):
+            return observation_shape, Actions(int(space.n))
+        if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
+            return observation_shape, Actions(int(space.shape[0]), continuous=True,
+                                              low=tuple(map(float, space.low)), high=tuple(map(float, space.high)))
+        raise EnvSpecError(f"{env_id}: only Discrete and one-dimensional Box action spaces are supported, "
+                           f"got {space}")
     finally:
         env.close()

@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from asyncrl.v1 import parameter_server_pb2 as pb
@@ -60,6 +61,49 @@ class MLPActorCritic(nn.Module):
         if self.shared_body:
             features = self.body(flat)
             return self.policy(features), self.value(features).squeeze(-1)
+        return self.policy(self.policy_body(flat)), self.value(self.value_body(flat)).squeeze(-1)
+
+
+class GaussianHead(nn.Module):
+    """A Gaussian policy's output as in the paper's continuous-control experiments (Mnih et al. 2016, supp. 9):
+    a linear layer for the mean mu and a softplus of a linear layer for the variance sigma^2.
+
+    Returns [B, 2, D]: mu and sigma^2 of each of the D action dimensions, in one tensor so
+    that the actor-critic networks keep their (policy outputs, values) shape. The variance
+    starts at softplus(0) ~ 0.69 everywhere (zero bias, tiny weights), and a floor of 1e-5
+    keeps log sigma^2 finite when the softplus underflows.
+    """
+
+    min_variance = 1e-5
+
+    def __init__(self, width: int, action_dim: int) -> None:
+        super().__init__()
+        self.mean = _head(width, action_dim, gain=0.01)
+        self.variance = _head(width, action_dim, gain=0.01)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.mean(features), F.softplus(self.variance(features)) + self.min_variance], dim=1)
+
+
+class MLPGaussianActorCritic(nn.Module):
+    """A3C for continuous actions on vector observations: a Gaussian policy MLP and a separate value MLP.
+
+    Separate bodies for the reason MLPActorCritic gives: returns in the hundreds (Pendulum-v1:
+    -100 to -1500) would make the value gradient swamp a shared body.
+    """
+
+    continuous = True
+
+    def __init__(self, observation_size: int, action_dim: int, hidden_sizes: tuple[int, ...]) -> None:
+        super().__init__()
+        self.policy_body, width = mlp_body(observation_size, hidden_sizes)
+        self.value_body, _ = mlp_body(observation_size, hidden_sizes)
+        self.policy = GaussianHead(width, action_dim)
+        self.value = _head(width, 1, gain=1.0)
+
+    def forward(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (mu and sigma^2 [B, 2, D], state values [B]) for a batch of observations."""
+        flat = observations.flatten(1)
         return self.policy(self.policy_body(flat)), self.value(self.value_body(flat)).squeeze(-1)
 
 
@@ -119,6 +163,22 @@ class AtariActorCritic(nn.Module):
         return self.policy(features), self.value(features).squeeze(-1)
 
 
+class AtariGaussianActorCritic(nn.Module):
+    """The Atari body with a Gaussian policy head (mean, variance) and a value head: A3C FF for continuous actions."""
+
+    continuous = True
+
+    def __init__(self, observation_shape: tuple[int, ...], action_dim: int) -> None:
+        super().__init__()
+        self.body = AtariBody(observation_shape)
+        self.policy = GaussianHead(self.body.width, action_dim)
+        self.value = _head(self.body.width, 1, gain=1.0)
+
+    def forward(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.body(observations)
+        return self.policy(features), self.value(features).squeeze(-1)
+
+
 class AtariQNetwork(nn.Module):
     """The Atari body with one Q value per action (the value-based methods)."""
 
@@ -163,6 +223,11 @@ def is_recurrent(model: nn.Module) -> bool:
     return getattr(model, "recurrent", False)
 
 
+def is_continuous(model: nn.Module) -> bool:
+    """Whether the model's policy is a Gaussian over real-valued actions (its outputs are mu and sigma^2)."""
+    return getattr(model, "continuous", False)
+
+
 ARCHITECTURES: dict[str, Callable[[pb.ModelSpec], nn.Module]] = {
     "mlp_actor_critic": lambda s: MLPActorCritic(math.prod(s.observation_shape), s.num_actions, tuple(s.hidden_sizes)),
     "mlp_separate_actor_critic": lambda s: MLPActorCritic(
@@ -171,6 +236,9 @@ ARCHITECTURES: dict[str, Callable[[pb.ModelSpec], nn.Module]] = {
     "atari_actor_critic": lambda s: AtariActorCritic(tuple(s.observation_shape), s.num_actions),
     "atari_q": lambda s: AtariQNetwork(tuple(s.observation_shape), s.num_actions),
     "atari_lstm_actor_critic": lambda s: AtariLSTMActorCritic(tuple(s.observation_shape), s.num_actions),
+    "mlp_gaussian_actor_critic": lambda s: MLPGaussianActorCritic(
+        math.prod(s.observation_shape), s.action_dim, tuple(s.hidden_sizes)),
+    "atari_gaussian_actor_critic": lambda s: AtariGaussianActorCritic(tuple(s.observation_shape), s.action_dim),
 }
 
 

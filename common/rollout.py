@@ -17,7 +17,8 @@ class Rollout:
     """
 
     observations: torch.Tensor  # [T, E, *observation_shape], the states acted in (float32, or uint8 frames)
-    actions: torch.Tensor  # [T, E] int64
+    # [T, E] int64, or [T, E, D] float32 for continuous actions: as the policy sampled them, unclipped
+    actions: torch.Tensor
     rewards: torch.Tensor  # [T, E] float32
     terminated: torch.Tensor  # [T, E] bool, the episode reached a terminal state at this step
     truncated: torch.Tensor  # [T, E] bool, the episode was cut by a time limit at this step

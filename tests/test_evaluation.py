@@ -14,10 +14,13 @@ import sys
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
+import torch
 
 from asyncrl.common import limits
 from asyncrl.v1 import parameter_server_pb2 as pb
+from asyncrl.worker.policies import EvaluationPolicy
 from conftest import CHILD_ENV, ServerProcess, run_to_completion
 from test_boundary import Pusher, refuse
 
@@ -168,3 +171,15 @@ def test_train_with_an_evaluation_worker_writes_the_evaluation_mean(tmp_path: Pa
     reported = [row for row in rows if row["eval_mean_return"]]
     assert reported and float(reported[-1]["eval_mean_return"]) > 0
     assert int(rows[-1]["eval_episodes_completed"]) >= 1
+
+
+def test_the_evaluation_policy_plays_the_mode_or_a_sample():
+    """Greedy: argmax of the logits or Q values, a Gaussian's mean; sample: draws around them."""
+    rng = np.random.default_rng(0)
+    logits = torch.tensor([[0.0, 2.0, 1.0], [3.0, 0.0, 0.0]])
+    assert EvaluationPolicy(False, 0.0, 3, rng).choose(logits, [0, 1]).tolist() == [1, 0]
+    assert EvaluationPolicy(False, 1.0, 3, rng).choose(logits.repeat(200, 1), list(range(400))).tolist() != [1, 0] * 200
+    gaussian = torch.tensor([[[0.5], [0.04]], [[-1.0], [0.04]]])  # [B, 2 (mean, variance), D]
+    assert EvaluationPolicy(False, 0.0, 0, rng, continuous=True).choose(gaussian, [0, 1]).tolist() == [[0.5], [-1.0]]
+    samples = EvaluationPolicy(True, 0.0, 0, rng, continuous=True).choose(gaussian.repeat(500, 1, 1), range(1000))
+    assert abs(samples[0::2].mean() - 0.5) < 0.05 and abs(samples[0::2].std() - 0.2) < 0.05

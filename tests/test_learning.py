@@ -1,8 +1,11 @@
-"""The presets learn beyond CartPole, through a real server and 2 workers: pixels (Catch) and Acrobot-v1.
+"""The presets learn beyond CartPole, through a real server and 2 workers: pixels (Catch), Acrobot-v1 and
+continuous actions (Pendulum-v1).
 
 These guard the defaults: a preset that stops learning fails here, in minutes, rather than
 in a two-hour Pong run. Budgets are 7-20x the frames the seeded runs took when written
-(Catch: ~70k frames to 0.8; Acrobot: ~25k-40k to -100), under load.
+(Catch: ~70k frames to 0.8; Acrobot: ~25k-40k to -100), under load. There is no Pendulum test
+yet: the continuous preset reached -200 in 3 of 4 seeded runs (common/presets.py), and a test
+that fails one run in four would make CI red at random.
 """
 
 from __future__ import annotations

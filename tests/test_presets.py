@@ -59,6 +59,14 @@ def test_image_observations_get_the_atari_preset():
         sys.path.remove(str(TESTS))
 
 
+def test_box_actions_get_the_continuous_preset():
+    """Pendulum-v1 (a Box action space) gets the continuous preset and its launcher defaults; flags still win."""
+    config, train = resolve("--env-id", "Pendulum-v1", "--t-max", "7")
+    assert config.preset == "continuous" and config.t_max == 7
+    assert config.reward_scale == PRESETS["continuous"].run["reward_scale"] and config.target_return == -200.0
+    assert train.envs == PRESETS["continuous"].launcher["envs"]
+
+
 def test_the_launcher_hands_the_server_exactly_the_resolved_config():
     """A flag set to the classic default (2e-3) on an Atari run survives the trip: the server resolves the same
     preset, then applies only what differs from it."""
@@ -78,14 +86,15 @@ def asyncrl(*args: str, env: dict[str, str] | None = None, timeout: float = 120)
     [
         ("NoSuchEnv-v0", "cannot make environment 'NoSuchEnv-v0'"),
         ("ALE/NoSuchGame-v5", "cannot make environment 'ALE/NoSuchGame-v5'"),
-        ("Pendulum-v1", "Pendulum-v1: only discrete action spaces are supported"),
+        ("Pendulum-v1 --algo q1", "--algo q1 needs discrete actions; Pendulum-v1's are continuous"),
+        ("Blackjack-v1", "Blackjack-v1: only Box observation spaces are supported"),
         ("LunarLander-v3", "cannot make environment 'LunarLander-v3'"),  # needs box2d, not installed
         ("no_such_module:Thing-v0", "cannot make environment 'no_such_module:Thing-v0'"),
     ],
 )
 @pytest.mark.parametrize("command", ["train", "server"])
 def test_an_env_asyncrl_cannot_train_ends_with_one_line(tmp_path, command, env_id, named):
-    args = [command, "--env-id", env_id] + (["--run-dir", str(tmp_path)] if command == "train" else
+    args = [command, "--env-id", *env_id.split()] + (["--run-dir", str(tmp_path)] if command == "train" else
                                             ["--port", "0", "--checkpoint-dir", str(tmp_path)])
     result = asyncrl(*args)
     assert result.returncode == 2, result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -23,7 +24,10 @@ class Actor:
     zeroes it when the copy's episode ends. With choose_ahead (on-policy bootstraps,
     SARSA) the action for each new state is chosen as soon as the state is seen, and
     carried into the next rollout. With clip_rewards the rollout holds rewards clipped
-    to [-1, 1] for learning, while episode returns add up the unclipped ones.
+    to [-1, 1] for learning, and with reward_scale multiplied by it, while episode returns
+    add up the env's own rewards. Continuous
+    actions (a Box space) go to the env clipped to its bounds but into the rollout as the
+    policy sampled them, for the loss's log-probability.
     """
 
     def __init__(
@@ -34,14 +38,19 @@ class Actor:
         *,
         choose_ahead: bool = False,
         clip_rewards: bool = False,
+        reward_scale: float = 1.0,
         repeat_action_probability: float = 0.0,
     ) -> None:
         self.envs = [make_env(env_id, repeat_action_probability) for _ in seeds]
         # T counts emulator frames, as in the paper: an Atari agent step repeats its action 4 times.
         self.frames_per_step = ATARI_FRAME_SKIP if is_atari(env_id) else 1
         self.policy = policy
+        space = self.envs[0].action_space
+        self.action_bounds = (space.low, space.high) if isinstance(space, gym.spaces.Box) else None
+        self.action_shape: tuple[int, ...] = space.shape  # () for Discrete
         self.choose_ahead = choose_ahead
         self.clip_rewards = clip_rewards
+        self.reward_scale = reward_scale
         first = [env.reset(seed=seed)[0] for env, seed in zip(self.envs, seeds)]
         dtype = np.uint8 if first[0].dtype == np.uint8 else np.float32  # frames stay uint8 until the model
         self.observations = np.stack(first).astype(dtype)
@@ -65,7 +74,8 @@ class Actor:
         initial_state = self.state.clone() if recurrent else None
         observations = np.empty((steps, *self.observations.shape), dtype=self.observations.dtype)
         final_observations = np.zeros_like(observations)
-        actions = np.empty((steps, copies), dtype=np.int64)
+        action_dtype = np.int64 if self.action_bounds is None else np.float32
+        actions = np.empty((steps, copies, *self.action_shape), dtype=action_dtype)
         final_actions = np.zeros((steps, copies), dtype=np.int64)
         rewards = np.zeros((steps, copies), dtype=np.float32)
         terminated = np.zeros((steps, copies), dtype=bool)
@@ -79,8 +89,8 @@ class Actor:
             else:
                 actions[t] = self._choose(model, self.observations, self.copies)
             for e, env in enumerate(self.envs):
-                observation, reward, terminated[t, e], truncated[t, e], _ = env.step(int(actions[t, e]))
-                rewards[t, e] = np.clip(reward, -1.0, 1.0) if self.clip_rewards else reward
+                observation, reward, terminated[t, e], truncated[t, e], _ = env.step(self._env_action(actions[t, e]))
+                rewards[t, e] = (np.clip(reward, -1.0, 1.0) if self.clip_rewards else reward) * self.reward_scale
                 self.episode_returns[e] += float(reward)
                 self.episode_lengths[e] += 1
                 if terminated[t, e] or truncated[t, e]:
@@ -120,6 +130,12 @@ class Actor:
                 return self.policy.choose(logits, copies)
             outputs = model(inputs)
         return self.policy.choose(outputs[0] if isinstance(outputs, tuple) else outputs, copies)
+
+    def _env_action(self, action: np.ndarray) -> int | np.ndarray:
+        """The action as the env takes it: an int, or a vector clipped to the Box's bounds."""
+        if self.action_bounds is None:
+            return int(action)
+        return np.clip(action, *self.action_bounds)
 
     def take_finished_episodes(self) -> list[tuple[float, int]]:
         """(return, length) of each episode finished since the last call."""

@@ -21,7 +21,7 @@ from asyncrl.common.models import build_model, flatten_gradients, flatten_parame
 from asyncrl.common.seeding import derive_seed
 from asyncrl.v1 import parameter_server_pb2 as pb
 from asyncrl.worker.actor import Actor
-from asyncrl.worker.policies import EpsilonGreedyPolicy, SoftmaxPolicy, draw_final_epsilon
+from asyncrl.worker.policies import EpsilonGreedyPolicy, GaussianPolicy, SoftmaxPolicy, draw_final_epsilon
 from asyncrl.worker.calls import StaleGradients, Stopped, UnknownWorker
 from asyncrl.worker.client import Connection, GrpcConnection, PendingPush, ServerReply, Update
 from asyncrl.worker.evaluation_worker import EvaluationWorker
@@ -47,7 +47,7 @@ class Worker:
         self.target_model: torch.nn.Module | None = None
         # The models' parameters (and the online model's gradients) live in flat vectors in the wire layout.
         self.weights = self.gradients = self.target_weights = torch.empty(0)
-        self.policy: EpsilonGreedyPolicy | SoftmaxPolicy | None = None
+        self.policy: EpsilonGreedyPolicy | SoftmaxPolicy | GaussianPolicy | None = None
         self.pending_episodes: list[tuple[float, int]] = []
         self.pushes = 0
         # With overlap, a push travels while the next rollout is collected (with the weights the push's
@@ -93,10 +93,12 @@ class Worker:
                                               self.config.model.num_actions, rng)
             log.info("final epsilons of the env copies: %s", ", ".join(f"{e:g}" for e in finals))
         else:
-            self.policy = SoftmaxPolicy(rng)
+            continuous = self.config.model.action_kind == pb.ACTION_KIND_CONTINUOUS
+            self.policy = GaussianPolicy(rng) if continuous else SoftmaxPolicy(rng)
         self.actor = Actor(
             self.config.env_id, seeds, self.policy, choose_ahead=self.method.on_policy_bootstrap,
             clip_rewards=self.config.clip_rewards, repeat_action_probability=self.config.repeat_action_probability,
+            reward_scale=self.config.reward_scale or 1.0,  # 0: a server that predates the field
         )
 
     def run(self) -> int:

@@ -12,7 +12,7 @@ from asyncrl.common import checkpoint
 from asyncrl.common.algorithms import METHODS
 from asyncrl.common.config import RunConfig
 from asyncrl.common.envs import make_env
-from asyncrl.common.models import build_model, is_recurrent
+from asyncrl.common.models import build_model, is_continuous, is_recurrent
 from asyncrl.common.wire import model_spec
 
 SAMPLED_Q_EPSILON = 0.05  # "sampled" play of a Q network: epsilon-greedy with this epsilon
@@ -40,13 +40,15 @@ def play_episode(
         frames.append(env.render())
     while not done and (max_steps is None or steps < max_steps):
         with torch.no_grad():
-            inputs = torch.as_tensor(np.asarray(observation)).unsqueeze(0)
+            inputs = torch.as_tensor(_as_model_input(observation)).unsqueeze(0)
             if state is not None:
                 outputs, _, state = model(inputs, state)
             else:
                 outputs = model(inputs)
                 outputs = outputs if value_based else outputs[0]
-        if greedy:
+        if is_continuous(model):
+            action = _gaussian_action(outputs[0], greedy, env.action_space)
+        elif greedy:
             action = int(outputs.argmax(1))
         elif value_based:
             explore = rng.random() < SAMPLED_Q_EPSILON
@@ -60,6 +62,20 @@ def play_episode(
         if frames is not None:
             frames.append(env.render())
     return total
+
+
+def _as_model_input(observation) -> np.ndarray:
+    """An observation as the actor feeds it to the model: uint8 frames as they are, anything else float32
+    (MuJoCo's observations are float64)."""
+    array = np.asarray(observation)
+    return array if array.dtype == np.uint8 else array.astype(np.float32)
+
+
+def _gaussian_action(outputs: torch.Tensor, greedy: bool, space) -> np.ndarray:
+    """A Gaussian policy's action for the env: its mean (greedy) or a sample, clipped to the Box's bounds."""
+    mean, variance = outputs
+    action = mean if greedy else torch.normal(mean, variance.sqrt())
+    return np.clip(action.numpy(), space.low, space.high)
 
 
 def evaluate(path: Path, env_id: str | None, episodes: int, greedy: bool, record: Path | None,

@@ -61,6 +61,7 @@ class EvaluationWorker:
             policy = EvaluationPolicy(
                 sample=config.eval_policy == "sample" and not method.value_based, epsilon=config.eval_epsilon,
                 num_actions=config.model.num_actions, rng=np.random.default_rng(derive_seed(reply.seed, self.num_envs)),
+                continuous=config.model.action_kind == pb.ACTION_KIND_CONTINUOUS,
             )
             self.actor = Actor(config.env_id, seeds, policy,
                                repeat_action_probability=config.repeat_action_probability)

@@ -1,5 +1,5 @@
-"""How a worker picks actions: sampling A3C's softmax policy, epsilon-greedy on Q values per env copy, or an
-evaluation worker's mode-or-sample play."""
+"""How a worker picks actions: sampling A3C's softmax or Gaussian policy, epsilon-greedy on Q values per env
+copy, or an evaluation worker's mode-or-sample play."""
 
 from __future__ import annotations
 
@@ -26,17 +26,39 @@ class SoftmaxPolicy:
         return (logits.numpy() + self.rng.gumbel(size=logits.shape)).argmax(axis=1)
 
 
-class EvaluationPolicy:
-    """An evaluation worker's play: the mode of the model's outputs (argmax of logits or Q values), or with
-    sample a draw from softmax(logits); either way, with probability epsilon a uniform random action."""
+class GaussianPolicy:
+    """Samples a ~ N(mu, sigma^2) per action dimension from an actor-critic model's [B, 2, D] outputs.
 
-    def __init__(self, sample: bool, epsilon: float, num_actions: int, rng: np.random.Generator) -> None:
+    The samples are returned unclipped: they are what the loss's log-probability needs; the
+    actor clips them to the env's bounds only when it steps the env.
+    """
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+
+    def choose(self, outputs: torch.Tensor, copies: Sequence[int]) -> np.ndarray:
+        mean, variance = outputs.numpy().transpose(1, 0, 2)
+        return (mean + np.sqrt(variance) * self.rng.standard_normal(mean.shape)).astype(np.float32)
+
+
+class EvaluationPolicy:
+    """An evaluation worker's play: the mode of the model's outputs (argmax of logits or Q values; a Gaussian
+    policy's mean), or with sample a draw from the policy; for discrete actions, with probability epsilon a
+    uniform random action instead (continuous actions ignore epsilon)."""
+
+    def __init__(self, sample: bool, epsilon: float, num_actions: int, rng: np.random.Generator,
+                 continuous: bool = False) -> None:
         self.sample = sample
         self.epsilon = epsilon
         self.num_actions = num_actions
         self.rng = rng
+        self.continuous = continuous
 
     def choose(self, outputs: torch.Tensor, copies: Sequence[int]) -> np.ndarray:
+        if self.continuous:  # outputs [B, 2, D]: mean and variance; the actor clips to the env's bounds
+            mean, variance = outputs.numpy().transpose(1, 0, 2)
+            noise = self.rng.standard_normal(mean.shape) if self.sample else 0.0
+            return (mean + np.sqrt(variance) * noise).astype(np.float32)
         scores = outputs.numpy()
         if self.sample:
             scores = scores + self.rng.gumbel(size=scores.shape)

@@ -10,7 +10,8 @@ Reads next to Algorithm S3 of Mnih et al. (2016):
 
 with one extension the paper's Atari games did not need: an episode cut by a time limit
 (truncated, not terminated) bootstraps from the value of its final observation rather
-than from 0.
+than from 0. pi is a softmax over discrete actions, or for continuous actions the paper's
+Gaussian (common/algorithms/gaussian.py): the same loss with its log-density and entropy.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from asyncrl.common.algorithms.gaussian import gaussian_entropy, gaussian_log_prob
 from asyncrl.common.algorithms.returns import n_step_returns
 from asyncrl.common.diagnostics import explained_variance
-from asyncrl.common.models import is_recurrent
+from asyncrl.common.models import is_continuous, is_recurrent
 from asyncrl.common.rollout import Rollout
 
 
@@ -50,28 +52,41 @@ class ActorCriticLoss:
 
 
 def actor_critic_loss(
-    logits: torch.Tensor,
+    policy_outputs: torch.Tensor,
     values: torch.Tensor,
     actions: torch.Tensor,
     returns: torch.Tensor,
     entropy_beta: float,
     value_loss_coef: float,
+    continuous: bool = False,
 ) -> ActorCriticLoss:
     """The A3C loss averaged over a batch of N steps: policy gradient with advantage R - V,
     an entropy bonus weighted by beta, and a squared-error value loss.
 
-    logits [N, A], values [N], actions [N] and returns [N]. The advantage is treated as a
-    constant in the policy term, as in the paper (the value term alone trains V).
+    values [N] and returns [N]; for discrete actions policy_outputs are logits [N, A] and
+    actions [N] int64, for continuous ones (a Gaussian policy) mu and sigma^2 [N, 2, D] and
+    the sampled actions [N, D]. The advantage is treated as a constant in the policy term,
+    as in the paper (the value term alone trains V).
     """
-    log_probs = F.log_softmax(logits, dim=-1)
-    chosen_log_probs = log_probs.gather(1, actions.unsqueeze(1)).squeeze(1)
+    log_pi, entropies = _log_pi_and_entropy(policy_outputs, actions, continuous)
     advantages = (returns - values).detach()
-    policy_loss = -(chosen_log_probs * advantages).mean()
-    entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
+    policy_loss = -(log_pi * advantages).mean()
+    entropy = entropies.mean()
     value_loss = 0.5 * (returns - values).pow(2).mean()
     total = policy_loss + value_loss_coef * value_loss - entropy_beta * entropy
     return ActorCriticLoss(total=total, policy=policy_loss, value=value_loss, entropy=entropy,
                            explained_variance=explained_variance(values.detach(), returns))
+
+
+def _log_pi_and_entropy(
+    policy_outputs: torch.Tensor, actions: torch.Tensor, continuous: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log pi(a_i | s_i) and H(pi(s_i)) of each of the N steps: of a softmax, or of a Gaussian."""
+    if continuous:
+        mean, variance = policy_outputs.unbind(1)
+        return gaussian_log_prob(mean, variance, actions), gaussian_entropy(variance)
+    log_probs = F.log_softmax(policy_outputs, dim=-1)
+    return log_probs.gather(1, actions.unsqueeze(1)).squeeze(1), -(log_probs.exp() * log_probs).sum(-1)
 
 
 def rollout_loss(model: torch.nn.Module, rollout: Rollout, gamma: float, entropy_beta: float,
@@ -80,16 +95,17 @@ def rollout_loss(model: torch.nn.Module, rollout: Rollout, gamma: float, entropy
     (for the LSTM network, an unroll over the rollout's steps from its initial state)."""
     cut_values = torch.zeros_like(rollout.rewards)
     if is_recurrent(model):
-        logits, values, bootstrap_values = _unroll(model, rollout, cut_values)
+        policy_outputs, values, bootstrap_values = _unroll(model, rollout, cut_values)
     else:
-        logits, values = model(rollout.observations.flatten(0, 1))
+        policy_outputs, values = model(rollout.observations.flatten(0, 1))
         with torch.no_grad():
             _, bootstrap_values = model(rollout.next_observations)
             if rollout.truncated.any():
                 _, cut_values[rollout.truncated] = model(rollout.final_observations[rollout.truncated])
     returns = n_step_returns(rollout.rewards, rollout.episode_ended, cut_values, bootstrap_values, gamma)
     return actor_critic_loss(
-        logits, values, rollout.actions.flatten(), returns.flatten(), entropy_beta, value_loss_coef
+        policy_outputs, values, rollout.actions.flatten(0, 1), returns.flatten(), entropy_beta, value_loss_coef,
+        continuous=is_continuous(model),
     )
 
 

@@ -21,6 +21,12 @@ class Algorithm(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ALGORITHM_ONE_STEP_Q: _ClassVar[Algorithm]
     ALGORITHM_ONE_STEP_SARSA: _ClassVar[Algorithm]
     ALGORITHM_N_STEP_Q: _ClassVar[Algorithm]
+
+class ActionKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ACTION_KIND_UNSPECIFIED: _ClassVar[ActionKind]
+    ACTION_KIND_DISCRETE: _ClassVar[ActionKind]
+    ACTION_KIND_CONTINUOUS: _ClassVar[ActionKind]
 DTYPE_UNSPECIFIED: Dtype
 DTYPE_FLOAT32: Dtype
 DTYPE_FLOAT16: Dtype
@@ -30,6 +36,9 @@ ALGORITHM_A3C: Algorithm
 ALGORITHM_ONE_STEP_Q: Algorithm
 ALGORITHM_ONE_STEP_SARSA: Algorithm
 ALGORITHM_N_STEP_Q: Algorithm
+ACTION_KIND_UNSPECIFIED: ActionKind
+ACTION_KIND_DISCRETE: ActionKind
+ACTION_KIND_CONTINUOUS: ActionKind
 
 class Tensor(_message.Message):
     __slots__ = ("name", "dtype", "shape", "data")
@@ -54,21 +63,29 @@ class TensorSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[_Union[Dtype, str]] = ...) -> None: ...
 
 class ModelSpec(_message.Message):
-    __slots__ = ("architecture", "observation_shape", "num_actions", "hidden_sizes", "layout")
+    __slots__ = ("architecture", "observation_shape", "num_actions", "hidden_sizes", "layout", "action_kind", "action_dim", "action_low", "action_high")
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
     OBSERVATION_SHAPE_FIELD_NUMBER: _ClassVar[int]
     NUM_ACTIONS_FIELD_NUMBER: _ClassVar[int]
     HIDDEN_SIZES_FIELD_NUMBER: _ClassVar[int]
     LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    ACTION_KIND_FIELD_NUMBER: _ClassVar[int]
+    ACTION_DIM_FIELD_NUMBER: _ClassVar[int]
+    ACTION_LOW_FIELD_NUMBER: _ClassVar[int]
+    ACTION_HIGH_FIELD_NUMBER: _ClassVar[int]
     architecture: str
     observation_shape: _containers.RepeatedScalarFieldContainer[int]
     num_actions: int
     hidden_sizes: _containers.RepeatedScalarFieldContainer[int]
     layout: _containers.RepeatedCompositeFieldContainer[TensorSpec]
-    def __init__(self, architecture: _Optional[str] = ..., observation_shape: _Optional[_Iterable[int]] = ..., num_actions: _Optional[int] = ..., hidden_sizes: _Optional[_Iterable[int]] = ..., layout: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ...) -> None: ...
+    action_kind: ActionKind
+    action_dim: int
+    action_low: _containers.RepeatedScalarFieldContainer[float]
+    action_high: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, architecture: _Optional[str] = ..., observation_shape: _Optional[_Iterable[int]] = ..., num_actions: _Optional[int] = ..., hidden_sizes: _Optional[_Iterable[int]] = ..., layout: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., action_kind: _Optional[_Union[ActionKind, str]] = ..., action_dim: _Optional[int] = ..., action_low: _Optional[_Iterable[float]] = ..., action_high: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class RunConfig(_message.Message):
-    __slots__ = ("algorithm", "env_id", "gamma", "t_max", "entropy_beta", "value_loss_coef", "max_frames", "max_staleness", "max_message_bytes", "model", "async_update", "target_update_frames", "epsilon_values", "epsilon_probabilities", "epsilon_anneal_frames", "repeat_action_probability", "clip_rewards", "eval_policy", "eval_epsilon")
+    __slots__ = ("algorithm", "env_id", "gamma", "t_max", "entropy_beta", "value_loss_coef", "max_frames", "max_staleness", "max_message_bytes", "model", "async_update", "target_update_frames", "epsilon_values", "epsilon_probabilities", "epsilon_anneal_frames", "repeat_action_probability", "clip_rewards", "eval_policy", "eval_epsilon", "reward_scale")
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     ENV_ID_FIELD_NUMBER: _ClassVar[int]
     GAMMA_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +105,7 @@ class RunConfig(_message.Message):
     CLIP_REWARDS_FIELD_NUMBER: _ClassVar[int]
     EVAL_POLICY_FIELD_NUMBER: _ClassVar[int]
     EVAL_EPSILON_FIELD_NUMBER: _ClassVar[int]
+    REWARD_SCALE_FIELD_NUMBER: _ClassVar[int]
     algorithm: Algorithm
     env_id: str
     gamma: float
@@ -107,7 +125,8 @@ class RunConfig(_message.Message):
     clip_rewards: bool
     eval_policy: str
     eval_epsilon: float
-    def __init__(self, algorithm: _Optional[_Union[Algorithm, str]] = ..., env_id: _Optional[str] = ..., gamma: _Optional[float] = ..., t_max: _Optional[int] = ..., entropy_beta: _Optional[float] = ..., value_loss_coef: _Optional[float] = ..., max_frames: _Optional[int] = ..., max_staleness: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., async_update: _Optional[int] = ..., target_update_frames: _Optional[int] = ..., epsilon_values: _Optional[_Iterable[float]] = ..., epsilon_probabilities: _Optional[_Iterable[float]] = ..., epsilon_anneal_frames: _Optional[int] = ..., repeat_action_probability: _Optional[float] = ..., clip_rewards: _Optional[bool] = ..., eval_policy: _Optional[str] = ..., eval_epsilon: _Optional[float] = ...) -> None: ...
+    reward_scale: float
+    def __init__(self, algorithm: _Optional[_Union[Algorithm, str]] = ..., env_id: _Optional[str] = ..., gamma: _Optional[float] = ..., t_max: _Optional[int] = ..., entropy_beta: _Optional[float] = ..., value_loss_coef: _Optional[float] = ..., max_frames: _Optional[int] = ..., max_staleness: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., async_update: _Optional[int] = ..., target_update_frames: _Optional[int] = ..., epsilon_values: _Optional[_Iterable[float]] = ..., epsilon_probabilities: _Optional[_Iterable[float]] = ..., epsilon_anneal_frames: _Optional[int] = ..., repeat_action_probability: _Optional[float] = ..., clip_rewards: _Optional[bool] = ..., eval_policy: _Optional[str] = ..., eval_epsilon: _Optional[float] = ..., reward_scale: _Optional[float] = ...) -> None: ...
 
 class RegisterWorkerRequest(_message.Message):
     __slots__ = ("name", "num_envs", "accepted_dtypes", "algorithm", "evaluation")

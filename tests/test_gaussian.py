@@ -1,0 +1,154 @@
+"""A3C's Gaussian policy for Box actions: its loss against numpy, sampling, clipping only for the env, the wire spec."""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from asyncrl.common.algorithms.a3c import actor_critic_loss, rollout_loss
+from asyncrl.common.algorithms.gaussian import gaussian_entropy, gaussian_log_prob
+from asyncrl.common.config import RunConfig
+from asyncrl.common.envs import EnvSpecError
+from asyncrl.common.models import build_model, is_continuous
+from asyncrl.common.wire import model_spec
+from asyncrl.v1 import parameter_server_pb2 as pb
+from asyncrl.worker.actor import Actor
+from asyncrl.worker.evaluate import play_episode
+from asyncrl.worker.policies import GaussianPolicy
+
+MEAN = np.array([[0.5, -1.0, 2.0], [0.0, 0.0, 0.0]])
+VARIANCE = np.array([[0.25, 1.0, 4.0], [1.0, 0.5, 2.0]])
+ACTIONS = np.array([[1.0, -3.0, 2.5], [0.1, 0.0, -1.0]])
+
+
+def numpy_log_density(mean, variance, actions):
+    return (-((actions - mean) ** 2) / (2 * variance) - 0.5 * np.log(2 * np.pi * variance)).sum(1)
+
+
+def tensors(*arrays):
+    return [torch.tensor(a, dtype=torch.float32) for a in arrays]
+
+
+def test_log_prob_sums_the_normal_log_density_over_dimensions():
+    mean, variance, actions = tensors(MEAN, VARIANCE, ACTIONS)
+    assert gaussian_log_prob(mean, variance, actions).tolist() == pytest.approx(
+        numpy_log_density(MEAN, VARIANCE, ACTIONS).tolist(), rel=1e-6)
+
+
+def test_entropy_is_half_log_two_pi_e_variance_summed_over_dimensions():
+    """The paper's H = 1/2 (log(2 pi sigma^2) + 1) per dimension, and torch's Normal agrees."""
+    (variance,) = tensors(VARIANCE)
+    expected = (0.5 * (np.log(2 * np.pi * VARIANCE) + 1)).sum(1)
+    assert gaussian_entropy(variance).tolist() == pytest.approx(expected.tolist(), rel=1e-6)
+    normal = torch.distributions.Normal(torch.zeros_like(variance), variance.sqrt())
+    assert gaussian_entropy(variance).tolist() == pytest.approx(normal.entropy().sum(1).tolist(), rel=1e-6)
+
+
+def test_continuous_actor_critic_loss_matches_numpy():
+    """Policy term -log pi(a|s) (R - V), entropy bonus and value loss, for 2 steps of 3-dimensional actions."""
+    mean, variance, actions = tensors(MEAN, VARIANCE, ACTIONS)
+    outputs = torch.stack([mean, variance], dim=1).requires_grad_()
+    values, returns = torch.tensor([1.0, -2.0], requires_grad=True), torch.tensor([3.0, -1.0])
+    loss = actor_critic_loss(outputs, values, actions, returns, entropy_beta=0.01, value_loss_coef=0.5,
+                             continuous=True)
+
+    advantages = np.array([3.0 - 1.0, -1.0 + 2.0])
+    policy = -np.mean(numpy_log_density(MEAN, VARIANCE, ACTIONS) * advantages)
+    entropy = np.mean((0.5 * (np.log(2 * np.pi * VARIANCE) + 1)).sum(1))
+    value = 0.5 * np.mean(advantages**2)
+    assert loss.policy.item() == pytest.approx(policy, rel=1e-6)
+    assert loss.entropy.item() == pytest.approx(entropy, rel=1e-6)
+    assert loss.total.item() == pytest.approx(policy + 0.5 * value - 0.01 * entropy, rel=1e-6)
+    loss.total.backward()
+    # d(-log pi)/d mu = -(a - mu) / sigma^2, times the advantage, averaged over the 2 steps
+    expected_mean_grad = -(ACTIONS - MEAN) / VARIANCE * advantages[:, None] / 2
+    assert outputs.grad[:, 0].numpy() == pytest.approx(expected_mean_grad, rel=1e-5)
+
+
+def pendulum_config(**overrides) -> RunConfig:
+    return RunConfig(preset="continuous", env_id="Pendulum-v1", **overrides)
+
+
+def test_a_box_action_env_gets_a_gaussian_spec_and_value_methods_are_refused():
+    spec = model_spec(pendulum_config())
+    assert spec.architecture == "mlp_gaussian_actor_critic" and spec.action_kind == pb.ACTION_KIND_CONTINUOUS
+    assert (spec.num_actions, spec.action_dim, list(spec.action_low), list(spec.action_high)) == (0, 1, [-2.0], [2.0])
+    assert model_spec(RunConfig()).action_kind == pb.ACTION_KIND_DISCRETE  # CartPole
+    for algo in ("q1", "sarsa1", "nstep-q"):
+        with pytest.raises(EnvSpecError, match=f"--algo {algo} needs discrete actions"):
+            model_spec(pendulum_config(algo=algo))
+
+
+def test_the_network_outputs_mean_and_a_positive_variance():
+    model = build_model(model_spec(pendulum_config()))
+    outputs, values = model(torch.randn(5, 3) * 100)
+    assert is_continuous(model) and outputs.shape == (5, 2, 1) and values.shape == (5,)
+    assert (outputs[:, 1] > 0).all()
+
+
+def test_gaussian_policy_samples_from_mean_and_variance():
+    outputs = torch.tensor([[[1.0, -2.0], [0.25, 4.0]]]).expand(20_000, 2, 2)
+    samples = GaussianPolicy(np.random.default_rng(0)).choose(outputs, range(20_000))
+    assert samples.dtype == np.float32 and samples.shape == (20_000, 2)
+    assert samples.mean(0) == pytest.approx([1.0, -2.0], abs=0.05)
+    assert samples.var(0) == pytest.approx([0.25, 4.0], rel=0.05)
+
+
+class FixedOutputs(torch.nn.Module):
+    """A Gaussian 'network' whose mean is always `mean` (variance ~0): the action it samples is known."""
+
+    continuous = True
+
+    def __init__(self, mean: float) -> None:
+        super().__init__()
+        self.mean = mean
+
+    def forward(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = observations.shape[0]
+        outputs = torch.stack([torch.full((batch, 1), self.mean), torch.full((batch, 1), 1e-12)], dim=1)
+        return outputs, torch.zeros(batch)
+
+
+def test_the_env_gets_the_clipped_action_and_the_rollout_keeps_the_sampled_one():
+    actor = Actor("Pendulum-v1", [1, 2], GaussianPolicy(np.random.default_rng(0)))
+    rollout = actor.rollout(FixedOutputs(5.0), steps=3)
+    assert rollout.actions.dtype == torch.float32 and rollout.actions.shape == (3, 2, 1)
+    assert rollout.actions.flatten().tolist() == pytest.approx([5.0] * 6)
+    assert [env.unwrapped.last_u for env in actor.envs] == [2.0, 2.0]  # Pendulum's bound
+    actor.close()
+
+
+def test_rollout_loss_of_a_gaussian_model_has_finite_gradients():
+    config = pendulum_config()
+    model = build_model(model_spec(config))
+    actor = Actor("Pendulum-v1", [1, 2], GaussianPolicy(np.random.default_rng(0)))
+    loss = rollout_loss(model, actor.rollout(model, steps=config.t_max), config.gamma, config.entropy_beta,
+                        config.value_loss_coef)
+    loss.total.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    assert loss.entropy.item() == pytest.approx(0.5 * (math.log(2 * math.pi * math.log(2)) + 1), abs=0.05)
+    actor.close()
+
+
+def test_greedy_evaluation_plays_the_clipped_mean():
+    env = gym.make("Pendulum-v1")
+    play_episode(FixedOutputs(-3.0), env, greedy=True, value_based=False, rng=np.random.default_rng(0), seed=0,
+                 max_steps=2)
+    assert env.unwrapped.last_u == -2.0
+    env.close()
+
+
+@pytest.mark.parametrize("greedy", [True, False])
+def test_evaluation_plays_float64_observations(greedy: bool):
+    """MuJoCo envs observe in float64; the network, as in the actor, gets float32."""
+    env = gym.wrappers.TransformObservation(gym.make("Pendulum-v1"), lambda o: o.astype(np.float64),
+                                            gym.spaces.Box(-8.0, 8.0, (3,), np.float64))
+    model = build_model(model_spec(pendulum_config()))
+    score = play_episode(model, env, greedy=greedy, value_based=False, rng=np.random.default_rng(0), seed=0,
+                         max_steps=3)
+    assert math.isfinite(score) and abs(env.unwrapped.last_u) <= 2.0
+    env.close()
