@@ -212,3 +212,12 @@ class Pki:
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     """Certificates and tokens made at test time (tests/test_auth.py, the Node worker's TLS test)."""
     return Pki(tmp_path_factory.mktemp("pki"))
+
+
+def code_of(call) -> grpc.StatusCode:
+    """The status code a call ends with (OK when it returns)."""
+    try:
+        call()
+    except grpc.RpcError as error:
+        return error.code()
+    return grpc.StatusCode.OK

@@ -21,7 +21,7 @@ from asyncrl.common.security import client_channel
 from asyncrl.common import tensors
 from asyncrl.v1 import parameter_server_pb2 as pb
 from asyncrl.v1 import parameter_server_pb2_grpc as pb_grpc
-from conftest import CHILD_ENV, TOKEN, Pki, Process, ServerProcess
+from conftest import CHILD_ENV, TOKEN, Pki, Process, ServerProcess, code_of
 
 FLAGS = ("--target-return", "none", "--checkpoint-interval", "0", "--seed", "4")
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
@@ -29,14 +29,6 @@ UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 
 def stub(server: ServerProcess, **security: str) -> pb_grpc.ParameterServerServiceStub:
     return pb_grpc.ParameterServerServiceStub(client_channel(server.address, ClientSecurity(**security)))
-
-
-def code_of(call) -> grpc.StatusCode:
-    try:
-        call()
-    except grpc.RpcError as error:
-        return error.code()
-    return grpc.StatusCode.OK
 
 
 def status_of(server: ServerProcess, **security: str) -> grpc.StatusCode:

@@ -16,18 +16,10 @@ from asyncrl.common import tensors
 from asyncrl.server.registry import MAX_LISTED_WORKERS
 from asyncrl.v1 import parameter_server_pb2 as pb
 from asyncrl.v1 import parameter_server_pb2_grpc as pb_grpc
-from conftest import CHILD_ENV, ServerProcess, pull, register
+from conftest import CHILD_ENV, ServerProcess, code_of, pull, register
 
 FLAGS = ("--target-return", "none", "--checkpoint-interval", "0", "--seed", "2")
 SILENCE = 5.0
-
-
-def code_of(call) -> grpc.StatusCode:
-    try:
-        call()
-    except grpc.RpcError as error:
-        return error.code()
-    return grpc.StatusCode.OK
 
 
 def test_max_workers_refuses_newcomers_until_a_worker_is_silent(server_factory):
