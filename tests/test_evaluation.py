@@ -148,12 +148,13 @@ def test_train_refuses_target_on_eval_without_evaluation_workers(tmp_path: Path)
 
 def test_one_step_q_evaluated_greedily_reaches_400_on_cartpole(tmp_path: Path):
     """The paper's one-step Q with its exploration (30% of copies at epsilon 0.5) and an evaluation worker playing
-    greedy: the evaluation mean of 10 episodes reaches 400 (seeded runs when written: ~60k frames; budget 600k)."""
+    greedy: the evaluation mean of 10 episodes reaches 400 (seeded runs when written: 41-85 s, ~60k frames; one
+    run in 7 under heavy load missed the earlier 600k budget, so the budget is 1M)."""
     status, state = run_to_completion(
         tmp_path, ["--algo", "q1", "--seed", "2", "--target-return", "400", "--target-on", "eval",
-                   "--max-frames", "600000"], envs=4, timeout=540, eval_workers=1)
+                   "--max-frames", "1000000"], envs=4, timeout=540, eval_workers=1)
     assert state["config"]["target_on"] == "eval"
-    assert status.eval_mean_return >= 400 and status.global_frames < 600_000, status
+    assert status.eval_mean_return >= 400 and status.global_frames < 1_000_000, status
     assert status.eval_episodes_completed >= 10
 
 
