@@ -10,7 +10,7 @@ BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/.bin/buf
 GENERATED := proto/asyncrl/v1/parameter_server_pb2.py proto/asyncrl/v1/parameter_server_pb2_grpc.py
 
-.PHONY: all install train test proto lint bench bench-atari bench-learn bench-security clean
+.PHONY: all install train test proto lint bench bench-atari bench-learn bench-security bench-capacity clean
 
 all: test
 
@@ -70,6 +70,12 @@ bench-learn: install
 bench-security: install
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/security_cost.py
+
+# What one server process sustains against N synthetic pushers (no envs), beside a raw gRPC echo of the same
+# payloads in the same run: CartPole and Pong layouts, fp32 and fp16, N = 1, 2, 4 (about 5 minutes on 2 cores).
+# Add N = 8 with: .venv/bin/python benchmarks/capacity.py --workers 1 2 4 8
+bench-capacity: install
+	$(PY) benchmarks/capacity.py
 
 clean:
 	rm -rf $(VENV) .tools runs build *.egg-info
