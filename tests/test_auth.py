@@ -21,7 +21,7 @@ from asyncrl.common.security import client_channel
 from asyncrl.common import tensors
 from asyncrl.v1 import parameter_server_pb2 as pb
 from asyncrl.v1 import parameter_server_pb2_grpc as pb_grpc
-from conftest import CHILD_ENV, TOKEN, Pki, Process, ServerProcess, code_of
+from conftest import CHILD_ENV, Pki, Process, ServerProcess, code_of
 
 FLAGS = ("--target-return", "none", "--checkpoint-interval", "0", "--seed", "4")
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED

@@ -16,17 +16,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TypeVar
 
-import grpc
 import pytest
 import torch
 
 from asyncrl.common import checkpoint
 from asyncrl.v1 import parameter_server_pb2 as pb
 
-from conftest import CHILD_ENV, Process, ServerProcess, register
+from conftest import CHILD_ENV, Process, register
 
 T = TypeVar("T")
 

@@ -9,7 +9,6 @@ import time
 from concurrent import futures
 
 import grpc
-import pytest
 import torch
 
 from asyncrl.common import tensors

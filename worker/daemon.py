@@ -22,9 +22,10 @@ from asyncrl.common.seeding import derive_seed
 from asyncrl.v1 import parameter_server_pb2 as pb
 from asyncrl.worker.actor import Actor
 from asyncrl.worker.policies import EpsilonGreedyPolicy, GaussianPolicy, SoftmaxPolicy, draw_final_epsilon
-from asyncrl.worker.calls import StaleGradients, Stopped, UnknownWorker
+from asyncrl.worker.calls import StaleGradients, UnknownWorker
 from asyncrl.worker.client import Connection, GrpcConnection, PendingPush, ServerReply, Update
 from asyncrl.worker.evaluation_worker import EvaluationWorker
+from asyncrl.worker.loop import run_until_done
 from asyncrl.worker.rpc_process import ProcessCalls, RpcProcessDied
 
 log = logging.getLogger(__name__)
@@ -103,25 +104,10 @@ class Worker:
 
     def run(self) -> int:
         """Loops until the server says training is over (returns 0) or stop is set (returns 0)."""
-        try:
-            self.register()
-            while not self.stop.is_set():
-                try:
-                    if self.step():
-                        log.info("server says training is over after %d pushes; exiting", self.pushes)
-                        return 0
-                except UnknownWorker:
-                    log.warning("server no longer knows worker %d; registering again", self.worker_id)
-                    self.register()
-                except StaleGradients as stale:
-                    log.info("push refused as stale (%s); pulling again", stale)
-        except Stopped:
-            pass
-        finally:
-            if self.actor is not None:
-                self.actor.close()
-        log.info("stopped after %d pushes", self.pushes)
-        return 0
+        return run_until_done(self)
+
+    def progress(self) -> str:
+        return f"{self.pushes} pushes"
 
     def step(self) -> bool:
         """One update: roll out with the current weights, push the gradients, take the new weights.

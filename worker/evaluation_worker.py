@@ -24,7 +24,7 @@ from asyncrl.common.models import build_model, flatten_parameters
 from asyncrl.common.seeding import derive_seed
 from asyncrl.v1 import parameter_server_pb2 as pb
 from asyncrl.worker.actor import Actor
-from asyncrl.worker.calls import Stopped, UnknownWorker
+from asyncrl.worker.loop import run_until_done
 from asyncrl.worker.client import GrpcConnection
 from asyncrl.worker.policies import EvaluationPolicy
 
@@ -71,24 +71,10 @@ class EvaluationWorker:
 
     def run(self) -> int:
         """Plays and reports until the server says training is over or stop is set; returns 0."""
-        try:
-            self.register()
-            while not self.stop.is_set():
-                try:
-                    if self.step():
-                        log.info("server says training is over after %d evaluation episodes; exiting",
-                                 self.episodes_reported)
-                        return 0
-                except UnknownWorker:
-                    log.warning("server no longer knows worker %d; registering again", self.worker_id)
-                    self.register()
-        except Stopped:
-            pass
-        finally:
-            if self.actor is not None:
-                self.actor.close()
-        log.info("stopped after %d evaluation episodes", self.episodes_reported)
-        return 0
+        return run_until_done(self)
+
+    def progress(self) -> str:
+        return f"{self.episodes_reported} evaluation episodes"
 
     def step(self) -> bool:
         """Takes the latest weights, plays PLAY_STEPS steps per copy, reports the episodes that ended; returns
