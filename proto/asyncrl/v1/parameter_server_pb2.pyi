@@ -143,32 +143,46 @@ class RegisterWorkerRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., num_envs: _Optional[int] = ..., accepted_dtypes: _Optional[_Iterable[_Union[Dtype, str]]] = ..., algorithm: _Optional[_Union[Algorithm, str]] = ..., evaluation: _Optional[bool] = ...) -> None: ...
 
 class RegisterWorkerResponse(_message.Message):
-    __slots__ = ("worker_id", "seed", "config", "heartbeat_interval_seconds", "worker_secret")
+    __slots__ = ("worker_id", "seed", "config", "heartbeat_interval_seconds", "worker_secret", "shards")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     WORKER_SECRET_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
     worker_id: int
     seed: int
     config: RunConfig
     heartbeat_interval_seconds: float
     worker_secret: bytes
-    def __init__(self, worker_id: _Optional[int] = ..., seed: _Optional[int] = ..., config: _Optional[_Union[RunConfig, _Mapping]] = ..., heartbeat_interval_seconds: _Optional[float] = ..., worker_secret: _Optional[bytes] = ...) -> None: ...
+    shards: _containers.RepeatedCompositeFieldContainer[ShardInfo]
+    def __init__(self, worker_id: _Optional[int] = ..., seed: _Optional[int] = ..., config: _Optional[_Union[RunConfig, _Mapping]] = ..., heartbeat_interval_seconds: _Optional[float] = ..., worker_secret: _Optional[bytes] = ..., shards: _Optional[_Iterable[_Union[ShardInfo, _Mapping]]] = ...) -> None: ...
+
+class ShardInfo(_message.Message):
+    __slots__ = ("address", "offset", "length")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    offset: int
+    length: int
+    def __init__(self, address: _Optional[str] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
 
 class PullWeightsRequest(_message.Message):
-    __slots__ = ("worker_id", "have_version", "dtype", "have_target_version", "worker_secret")
+    __slots__ = ("worker_id", "have_version", "dtype", "have_target_version", "worker_secret", "sliced")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     HAVE_VERSION_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     HAVE_TARGET_VERSION_FIELD_NUMBER: _ClassVar[int]
     WORKER_SECRET_FIELD_NUMBER: _ClassVar[int]
+    SLICED_FIELD_NUMBER: _ClassVar[int]
     worker_id: int
     have_version: int
     dtype: Dtype
     have_target_version: int
     worker_secret: bytes
-    def __init__(self, worker_id: _Optional[int] = ..., have_version: _Optional[int] = ..., dtype: _Optional[_Union[Dtype, str]] = ..., have_target_version: _Optional[int] = ..., worker_secret: _Optional[bytes] = ...) -> None: ...
+    sliced: bool
+    def __init__(self, worker_id: _Optional[int] = ..., have_version: _Optional[int] = ..., dtype: _Optional[_Union[Dtype, str]] = ..., have_target_version: _Optional[int] = ..., worker_secret: _Optional[bytes] = ..., sliced: _Optional[bool] = ...) -> None: ...
 
 class PullWeightsResponse(_message.Message):
     __slots__ = ("version", "parameters", "global_frames", "training_done", "target_version", "target_parameters")
@@ -195,7 +209,7 @@ class EpisodeResult(_message.Message):
     def __init__(self, episode_return: _Optional[float] = ..., length: _Optional[int] = ...) -> None: ...
 
 class PushGradientsRequest(_message.Message):
-    __slots__ = ("worker_id", "base_version", "sequence_number", "frames", "gradients", "episodes", "reply_weights_dtype", "epsilons", "metrics", "worker_secret")
+    __slots__ = ("worker_id", "base_version", "sequence_number", "frames", "gradients", "episodes", "reply_weights_dtype", "epsilons", "metrics", "worker_secret", "sliced", "gradient_norm")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -213,6 +227,8 @@ class PushGradientsRequest(_message.Message):
     EPSILONS_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     WORKER_SECRET_FIELD_NUMBER: _ClassVar[int]
+    SLICED_FIELD_NUMBER: _ClassVar[int]
+    GRADIENT_NORM_FIELD_NUMBER: _ClassVar[int]
     worker_id: int
     base_version: int
     sequence_number: int
@@ -223,7 +239,9 @@ class PushGradientsRequest(_message.Message):
     epsilons: _containers.RepeatedScalarFieldContainer[float]
     metrics: _containers.ScalarMap[str, float]
     worker_secret: bytes
-    def __init__(self, worker_id: _Optional[int] = ..., base_version: _Optional[int] = ..., sequence_number: _Optional[int] = ..., frames: _Optional[int] = ..., gradients: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., episodes: _Optional[_Iterable[_Union[EpisodeResult, _Mapping]]] = ..., reply_weights_dtype: _Optional[_Union[Dtype, str]] = ..., epsilons: _Optional[_Iterable[float]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., worker_secret: _Optional[bytes] = ...) -> None: ...
+    sliced: bool
+    gradient_norm: float
+    def __init__(self, worker_id: _Optional[int] = ..., base_version: _Optional[int] = ..., sequence_number: _Optional[int] = ..., frames: _Optional[int] = ..., gradients: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., episodes: _Optional[_Iterable[_Union[EpisodeResult, _Mapping]]] = ..., reply_weights_dtype: _Optional[_Union[Dtype, str]] = ..., epsilons: _Optional[_Iterable[float]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., worker_secret: _Optional[bytes] = ..., sliced: _Optional[bool] = ..., gradient_norm: _Optional[float] = ...) -> None: ...
 
 class PushGradientsResponse(_message.Message):
     __slots__ = ("version", "global_frames", "training_done", "parameters", "target_version")
@@ -296,7 +314,7 @@ class WorkerStatus(_message.Message):
     def __init__(self, worker_id: _Optional[int] = ..., name: _Optional[str] = ..., num_envs: _Optional[int] = ..., seconds_since_last_seen: _Optional[float] = ..., alive: _Optional[bool] = ..., pushes_applied: _Optional[int] = ..., epsilons: _Optional[_Iterable[float]] = ..., evaluation: _Optional[bool] = ..., episodes_reported: _Optional[int] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("global_frames", "version", "updates_applied", "updates_rejected", "live_workers", "workers", "mean_return_100", "episodes_completed", "frames_per_second", "updates_per_second", "training_done", "uptime_seconds", "learning_rate", "metrics", "checkpoint_failures", "registered_workers", "max_workers", "eval_mean_return", "eval_episodes_completed", "eval_window")
+    __slots__ = ("global_frames", "version", "updates_applied", "updates_rejected", "live_workers", "workers", "mean_return_100", "episodes_completed", "frames_per_second", "updates_per_second", "training_done", "uptime_seconds", "learning_rate", "metrics", "checkpoint_failures", "registered_workers", "max_workers", "eval_mean_return", "eval_episodes_completed", "eval_window", "shard_index", "shards")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -324,6 +342,8 @@ class GetStatusResponse(_message.Message):
     EVAL_MEAN_RETURN_FIELD_NUMBER: _ClassVar[int]
     EVAL_EPISODES_COMPLETED_FIELD_NUMBER: _ClassVar[int]
     EVAL_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    SHARD_INDEX_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
     global_frames: int
     version: int
     updates_applied: int
@@ -344,4 +364,6 @@ class GetStatusResponse(_message.Message):
     eval_mean_return: float
     eval_episodes_completed: int
     eval_window: int
-    def __init__(self, global_frames: _Optional[int] = ..., version: _Optional[int] = ..., updates_applied: _Optional[int] = ..., updates_rejected: _Optional[int] = ..., live_workers: _Optional[int] = ..., workers: _Optional[_Iterable[_Union[WorkerStatus, _Mapping]]] = ..., mean_return_100: _Optional[float] = ..., episodes_completed: _Optional[int] = ..., frames_per_second: _Optional[float] = ..., updates_per_second: _Optional[float] = ..., training_done: _Optional[bool] = ..., uptime_seconds: _Optional[float] = ..., learning_rate: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., checkpoint_failures: _Optional[int] = ..., registered_workers: _Optional[int] = ..., max_workers: _Optional[int] = ..., eval_mean_return: _Optional[float] = ..., eval_episodes_completed: _Optional[int] = ..., eval_window: _Optional[int] = ...) -> None: ...
+    shard_index: int
+    shards: int
+    def __init__(self, global_frames: _Optional[int] = ..., version: _Optional[int] = ..., updates_applied: _Optional[int] = ..., updates_rejected: _Optional[int] = ..., live_workers: _Optional[int] = ..., workers: _Optional[_Iterable[_Union[WorkerStatus, _Mapping]]] = ..., mean_return_100: _Optional[float] = ..., episodes_completed: _Optional[int] = ..., frames_per_second: _Optional[float] = ..., updates_per_second: _Optional[float] = ..., training_done: _Optional[bool] = ..., uptime_seconds: _Optional[float] = ..., learning_rate: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., checkpoint_failures: _Optional[int] = ..., registered_workers: _Optional[int] = ..., max_workers: _Optional[int] = ..., eval_mean_return: _Optional[float] = ..., eval_episodes_completed: _Optional[int] = ..., eval_window: _Optional[int] = ..., shard_index: _Optional[int] = ..., shards: _Optional[int] = ...) -> None: ...
