@@ -272,7 +272,30 @@ class ServerOptions(ServerSecurity):
     shutdown_grace: float = _setting(5.0, "seconds in-flight calls get to finish on shutdown", check=_non_negative)
     metrics_port: int = _setting(0, "serve Prometheus metrics at http://HOST:PORT/metrics (0: off)", check=_port)
     tensorboard_dir: str = _setting("", "write TensorBoard event files here ('': off)")
+    shards: int = _setting(1, "shard processes the parameter server is split into (docs/sharding.md)", check=_positive)
+    shard_index: int = _setting(0, "which shard this process is, 0 to --shards - 1 (0 registers workers and ends "
+                                   "the run)", check=_non_negative)
+    shard_addresses: str = _setting(
+        "", "with --shards > 1: host:port of every shard, comma-separated, shard 0 first (told to workers; shards "
+        "other than 0 follow shard 0's end of training)",
+    )
+    shard_key_file: str = _setting(
+        "", "with --shards > 1: a file of secret bytes every shard reads, from which the workers' secrets are derived",
+        check=_readable,
+    )
     log_level: str = _setting("INFO", "logging level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.shard_index >= self.shards:
+            raise ConfigError(_bad(self, "shard_index", self.shard_index, f"must be below --shards {self.shards}"))
+        if self.shards > 1:
+            addresses = [a for a in self.shard_addresses.split(",") if a.strip()]
+            if len(addresses) != self.shards:
+                raise ConfigError(_bad(self, "shard_addresses", self.shard_addresses,
+                                       f"needs {self.shards} comma-separated host:port addresses, one per shard"))
+            if not self.shard_key_file:
+                raise ConfigError(_bad(self, "shard_key_file", "", "a sharded server needs a shard key file"))
 
 
 @dataclass(frozen=True)
