@@ -134,3 +134,13 @@ class FlatLayout:
             if index < end:
                 return name
         raise IndexError(f"element {index} is past the layout's {self.total}")
+
+
+def flat_norm(flat: torch.Tensor) -> float:
+    """The L2 norm gradient clipping divides by, in one place for both sides of a sharded server.
+
+    A server of one process takes the norm of the gradient it decoded; with shards, each holds a
+    slice, so the worker sends this norm of the whole gradient as the server would decode it
+    (for float32 the gradient itself), and clipping is the same as with one process.
+    """
+    return float(torch.linalg.vector_norm(flat))
