@@ -74,7 +74,9 @@ from asyncrl.common.config import (  # noqa: E402
 from asyncrl.common.envs import ATARI_FRAME_SKIP, is_atari  # noqa: E402
 from asyncrl.common.models import build_model  # noqa: E402
 from asyncrl.common.wire import model_spec  # noqa: E402
-from asyncrl.server.app import build_servicer  # noqa: E402
+from asyncrl.server.app import build_run  # noqa: E402
+from asyncrl.server.metrics import ServerMetrics  # noqa: E402
+from asyncrl.server.service import ParameterServerServicer  # noqa: E402
 from asyncrl.v1 import parameter_server_pb2 as pb  # noqa: E402
 from asyncrl.v1 import parameter_server_pb2_grpc as pb_grpc  # noqa: E402
 from asyncrl.worker.client import GrpcConnection, Update  # noqa: E402
@@ -347,17 +349,18 @@ def server_handlers(
 ) -> tuple[list[float], list[float], list[float]]:
     """The server's own work per call: the servicer's PushGradients / PullWeights called directly, no gRPC.
 
-    The same servicer `asyncrl server` builds (build_servicer), in this process; the requests
+    The same servicer and Run `asyncrl server` builds (build_run), in this process; the requests
     are encoded once beforehand, so what is timed is validation, decoding, the update and
     the reply's weights (push) or the cached encoded weights (pull). Third: the update rule
     alone (ParameterStore.apply on decoded gradients).
     """
-    servicer = build_servicer(run.config(target_return=None, max_frames=int(NO_END)),
-                              ServerOptions(checkpoint_dir=str(directory / "handler-checkpoints")))
+    options = ServerOptions(checkpoint_dir=str(directory / "handler-checkpoints"))
+    servicer = ParameterServerServicer(build_run(run.config(target_return=None, max_frames=int(NO_END)), options),
+                                       options.heartbeat_interval, ServerMetrics())
     registration = servicer.RegisterWorker(pb.RegisterWorkerRequest(name="bench-handler", num_envs=1), None)
     worker_id, secret = registration.worker_id, registration.worker_secret
     wire = tensors.WIRE_DTYPES[run.dtype]
-    encoded = servicer.store.layout.encode(gradients, wire)
+    encoded = servicer.run.store.layout.encode(gradients, wire)
     state = {"version": 0, "sequence": 0}
 
     def push() -> None:
@@ -370,7 +373,7 @@ def server_handlers(
     pull_request = pb.PullWeightsRequest(worker_id=worker_id, have_version=-1, dtype=wire, worker_secret=secret)
     pushes = timed(push, calls, warm)
     pulls = timed(lambda: servicer.PullWeights(pull_request, None), calls, warm)
-    applies = timed(lambda: servicer.store.apply(gradients.clone(), frames), calls, warm)
+    applies = timed(lambda: servicer.run.store.apply(gradients.clone(), frames), calls, warm)
     return pushes, pulls, applies
 
 

@@ -1,9 +1,9 @@
 """The in-process baseline: the real Worker loop on a ParameterStore in the same process, with no RPC and no encoding.
 
 InProcessConnection implements the worker's Connection protocol (register/pull/push) on
-the same RunConfig, model spec, initial weights and update rule that `asyncrl server`
-builds (see server/app.py: build_servicer), so the only thing missing compared with a
-distributed run is the wire: gRPC, protobuf and tensor encoding.
+the same Run object that `asyncrl server` serves (see server/app.py: build_run), so the
+only thing missing compared with a distributed run is the wire: gRPC, protobuf and
+tensor encoding.
 
 Run as a script it measures the baseline's env frames/s in a fresh process:
 
@@ -26,14 +26,11 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 
-from asyncrl.common.algorithms import METHODS  # noqa: E402
 from asyncrl.common.config import ALGORITHMS, NETWORKS, RunConfig  # noqa: E402
-from asyncrl.common.models import build_model  # noqa: E402
-from asyncrl.common.seeding import derive_seed  # noqa: E402
-from asyncrl.common.tensors import FlatLayout  # noqa: E402
-from asyncrl.common.wire import model_spec, run_config_message  # noqa: E402
-from asyncrl.server.stats import RunStats  # noqa: E402
-from asyncrl.server.store import ParameterStore, Snapshot  # noqa: E402
+from asyncrl.common.wire import run_config_message  # noqa: E402
+from asyncrl.server.registry import WorkerRegistry  # noqa: E402
+from asyncrl.server.restore import new_run  # noqa: E402
+from asyncrl.server.run import Run, Weights  # noqa: E402
 from asyncrl.v1 import parameter_server_pb2 as pb  # noqa: E402
 from asyncrl.worker.client import AnsweredPush, ServerReply, Update  # noqa: E402
 from asyncrl.worker.daemon import Worker  # noqa: E402
@@ -42,73 +39,55 @@ MAX_MESSAGE_BYTES = 64 * 2**20  # ServerOptions.max_message_mb's default; only a
 
 
 class InProcessConnection:
-    """A Connection straight onto a ParameterStore: the server's semantics for one well-behaved worker, minus the wire.
+    """A Connection straight onto a Run (server/run.py), the object `asyncrl server` serves: the same checks, update
+    rule and end of training, minus the wire.
 
     Weights are handed over as the store's flat snapshot vectors (never mutated, so no copy
     is needed) and gradients as the worker's own flat vector (which it zeroes before its
-    next backward pass, so the store clipping it in place is harmless). Validation
-    (staleness, sequence numbers, finiteness) is left out: one in-process worker is never
-    stale and never sends garbage.
+    next backward pass, so the store clipping it in place is harmless); the rest of a push
+    travels as its message without tensors, as the servicer hands it to the Run.
     """
 
     def __init__(self, config: RunConfig) -> None:
-        self.config = config
-        spec = model_spec(config)
-        torch.manual_seed(config.seed)  # the same initial weights as build_servicer
-        layout = FlatLayout(spec.layout)
-        self.store = ParameterStore(layout, layout.flatten(build_model(spec).parameters()), config,
-                                    has_target=METHODS[config.algo].value_based)
-        self.stats = RunStats()
-        self.config_message = run_config_message(config, spec, MAX_MESSAGE_BYTES)
-        self.training_done = False
-        self._next_worker_id = 1
+        parts = new_run(config)  # the same initial weights as `asyncrl server`
+        self.run = Run(parts, run_config_message(config, parts.spec, MAX_MESSAGE_BYTES),
+                       WorkerRegistry(silence_timeout=3600.0))
+        self.secret = b""
         self.push_seconds = 0.0  # time spent inside push (the update rule plus bookkeeping)
 
-    def register(self, name: str, num_envs: int, algorithm: int) -> pb.RegisterWorkerResponse:
-        if algorithm not in (pb.ALGORITHM_UNSPECIFIED, self.config_message.algorithm):
-            raise ValueError(f"this run is {self.config.algo}; the worker asked for algorithm {algorithm}")
-        worker_id, self._next_worker_id = self._next_worker_id, self._next_worker_id + 1
-        return pb.RegisterWorkerResponse(
-            worker_id=worker_id,
-            seed=derive_seed(self.config.seed, worker_id),  # as the servicer derives it
-            config=self.config_message,
-            heartbeat_interval_seconds=5.0,
-        )
+    def register(self, name: str, num_envs: int, algorithm: int, evaluation: bool = False
+                 ) -> pb.RegisterWorkerResponse:
+        if algorithm not in (pb.ALGORITHM_UNSPECIFIED, self.run.config_message.algorithm):
+            raise ValueError(f"this run is {self.run.config.algo}; the worker asked for algorithm {algorithm}")
+        record, seed = self.run.register(name, num_envs, evaluation)
+        self.secret = record.secret
+        return pb.RegisterWorkerResponse(worker_id=record.worker_id, seed=seed, config=self.run.config_message,
+                                         heartbeat_interval_seconds=5.0, worker_secret=record.secret)
 
     def pull(self, worker_id: int, have_version: int, have_target_version: int = -1) -> ServerReply:
-        snapshot, target = self.store.snapshot(), self.store.target()
-        weights = None if have_version == snapshot.version else snapshot.parameters
-        target_weights = None
-        if target is not None and have_target_version != target.version:
-            target_weights = target.parameters
-        return self._reply(snapshot, weights, target_weights)
+        self.run.worker(worker_id, self.secret)
+        weights = self.run.pull()
+        target = weights.target
+        return self._reply(weights, have_version != weights.snapshot.version,
+                           target.parameters if target is not None and have_target_version != target.version else None)
 
     def start_push(self, worker_id: int, update: Update) -> AnsweredPush:
-        """Applies the gradients now, as the servicer does; epsilons and loss metrics are only reported, so dropped."""
         started = time.perf_counter()
-        if self.training_done:
-            snapshot = self.store.snapshot()
-        else:
-            snapshot = self.store.apply(update.gradients, update.frames)
-            self.stats.record_update()
-            self.stats.record_episodes([episode_return for episode_return, _ in update.episodes])
-            self._check_training_done(snapshot.global_frames)
-        reply = self._reply(snapshot, None if self.training_done else snapshot.parameters, None)
+        request = pb.PushGradientsRequest(
+            worker_id=worker_id, base_version=update.base_version, sequence_number=update.sequence_number,
+            frames=update.frames, episodes=[pb.EpisodeResult(episode_return=r, length=n) for r, n in update.episodes],
+            epsilons=update.epsilons, metrics=update.metrics, worker_secret=self.secret,
+        )
+        weights = self.run.push(self.run.worker(worker_id, self.secret), request, update.gradients)
+        reply = self._reply(weights, not weights.training_done, None)
         self.push_seconds += time.perf_counter() - started
         return AnsweredPush(reply)
 
-    def _reply(
-        self, snapshot: Snapshot, weights: torch.Tensor | None, target_weights: torch.Tensor | None
-    ) -> ServerReply:
-        target = self.store.target()
-        return ServerReply(snapshot.version, snapshot.global_frames, self.training_done, weights,
-                           target.version if target is not None else 0, target_weights)
-
-    def _check_training_done(self, global_frames: int) -> None:
-        """The servicer's rule: the frame budget is spent, or the last 100 returns reach the target."""
-        target = self.config.target_return
-        reached = target is not None and len(self.stats.recent_returns) == 100 and self.stats.mean_return() >= target
-        self.training_done = self.training_done or global_frames >= self.config.max_frames or reached
+    @staticmethod
+    def _reply(weights: Weights, with_parameters: bool, target_parameters: torch.Tensor | None) -> ServerReply:
+        snapshot = weights.snapshot
+        return ServerReply(snapshot.version, snapshot.global_frames, weights.training_done,
+                           snapshot.parameters if with_parameters else None, weights.target_version, target_parameters)
 
 
 def measure(config: RunConfig, num_envs: int, warmup: float, seconds: float) -> dict:
@@ -122,11 +101,11 @@ def measure(config: RunConfig, num_envs: int, warmup: float, seconds: float) -> 
     def timer() -> None:
         if stop.wait(warmup):
             return
-        frames0, updates0, push0 = connection.store.global_frames, connection.store.version, connection.push_seconds
+        frames0, updates0, push0 = connection.run.store.global_frames, connection.run.store.version, connection.push_seconds
         cpu0, t0 = time.process_time(), time.perf_counter()
         if stop.wait(seconds):
             return
-        frames1, updates1, push1 = connection.store.global_frames, connection.store.version, connection.push_seconds
+        frames1, updates1, push1 = connection.run.store.global_frames, connection.run.store.version, connection.push_seconds
         cpu1, t1 = time.process_time(), time.perf_counter()
         stop.set()
         elapsed = t1 - t0
@@ -146,7 +125,7 @@ def measure(config: RunConfig, num_envs: int, warmup: float, seconds: float) -> 
     thread.join()
     if not result:
         raise RuntimeError("the worker stopped before the measurement window ended (frame budget too small?)")
-    result.update(envs=num_envs, mean_return_100=connection.stats.mean_return(), torch_threads=torch.get_num_threads())
+    result.update(envs=num_envs, mean_return_100=connection.run.stats.mean_return(), torch_threads=torch.get_num_threads())
     return result
 
 

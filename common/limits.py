@@ -25,6 +25,8 @@ MAX_EPISODE_LENGTH = 10**9
 MAX_EVAL_EPISODES_PER_REPORT = 1024
 MAX_METRICS = 16
 MAX_METRIC_VALUE = 1e12
+# A sharded push states its whole gradient's norm (PushGradientsRequest.gradient_norm): far above any real one's.
+MAX_GRADIENT_NORM = 1e30
 
 
 def frames_per_agent_step(config: pb.RunConfig) -> int:

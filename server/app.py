@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import signal
@@ -19,9 +18,11 @@ from asyncrl.common.config import ConfigError, RunConfig, ServerOptions, describ
 from asyncrl.common.wire import run_config_message
 from asyncrl.common import checkpoint
 from asyncrl.server import auth
+from asyncrl.server.interceptors import InternalOnUnexpected, Latency
 from asyncrl.server.metrics import ServerMetrics
 from asyncrl.server.registry import WorkerRegistry
 from asyncrl.server.restore import new_run, restored_run
+from asyncrl.server.run import Run
 from asyncrl.server.service import ParameterServerServicer
 from asyncrl.server.stats import RunStats
 from asyncrl.server.tensorboard import TensorBoardLog
@@ -31,7 +32,6 @@ from asyncrl.v1 import parameter_server_pb2_grpc as pb_grpc
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ParameterServerService"].full_name
-CHECKPOINT_FORMAT = 1
 
 
 def message_options(max_message_bytes: int) -> list[tuple[str, int]]:
@@ -42,9 +42,7 @@ def message_options(max_message_bytes: int) -> list[tuple[str, int]]:
     ]
 
 
-def build_servicer(
-    config: RunConfig, options: ServerOptions, tensorboard: TensorBoardLog | None = None
-) -> ParameterServerServicer:
+def build_run(config: RunConfig, options: ServerOptions, tensorboard: TensorBoardLog | None = None) -> Run:
     """A fresh run from config, or, with --resume, the newest checkpoint that verifies and fits its model.
 
     Raises NoUsableCheckpoint when --resume finds checkpoints and none of them is usable, and ConfigError
@@ -60,25 +58,21 @@ def build_servicer(
     checkpoint.remove_stale_temp_files(checkpoint_dir)
     restored = checkpoint.load_latest(checkpoint_dir, restored_run) if options.resume else None
     if restored is not None:
-        path, run = restored
-        log.info("resuming from %s: T=%d, version %d", path, run.store.global_frames, run.store.version)
+        path, parts = restored
+        log.info("resuming from %s: T=%d, version %d", path, parts.store.global_frames, parts.store.version)
     else:
         if options.resume:
             log.info("--resume: no checkpoint in %s, starting a new run", options.checkpoint_dir)
-        run = new_run(config)
-    first_id = run.next_worker_id
+        parts = new_run(config)
+    first_id = parts.next_worker_id
     if options.resume:  # after every id given out before, checkpointed or not
         first_id = max(first_id, checkpoint.load_next_worker_id(checkpoint_dir) or 1)
     max_message_bytes = int(options.max_message_mb * 2**20)
-    return ParameterServerServicer(
-        run.config,
-        run_config_message(run.config, run.spec, max_message_bytes),
-        run.store,
+    return Run(
+        parts,
+        run_config_message(parts.config, parts.spec, max_message_bytes),
         WorkerRegistry(options.silence_timeout, first_id,
-                       functools.partial(_record_next_worker_id, checkpoint_dir, run.stats), options.max_workers),
-        run.stats,
-        options.heartbeat_interval,
-        ServerMetrics(),
+                       functools.partial(_record_next_worker_id, checkpoint_dir, parts.stats), options.max_workers),
         on_push=tensorboard.record_push if tensorboard is not None else None,
         on_evaluation=tensorboard.record_evaluation if tensorboard is not None else None,
     )
@@ -97,20 +91,6 @@ def _record_next_worker_id(directory: Path, stats: RunStats, next_id: int) -> No
         log.error("could not record the next worker id %d in %s: %s", next_id, directory, error)
 
 
-def checkpoint_state(servicer: ParameterServerServicer) -> dict:
-    """Everything a resumed server needs, as plain tensors and Python values (loadable with weights_only)."""
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "config": dataclasses.asdict(servicer.config),
-        "store": servicer.store.state_dict(),
-        "recent_returns": list(servicer.stats.recent_returns),
-        "episodes_completed": servicer.stats.episodes_completed,
-        "updates_applied": servicer.stats.updates_applied,
-        "next_worker_id": servicer.registry.next_id,
-        "training_done": servicer.training_done.is_set(),
-    }
-
-
 def _configure_health_server(server: grpc.Server) -> health.HealthServicer:
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -123,17 +103,22 @@ def _set_health(health_servicer: health.HealthServicer, status: int) -> None:
 
 
 def create_server(
-    servicer: ParameterServerServicer, options: ServerOptions
+    run: Run, options: ServerOptions, metrics: ServerMetrics | None = None
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
-    """A gRPC server with the service, health and reflection, bound but not started; returns (server, port, health).
+    """A gRPC server of run with the service, health and reflection, bound but not started; returns (server, port,
+    health).
 
     With --auth-token-file every call but health checks needs the token; with --tls-cert it serves TLS only.
     """
+    metrics = metrics or ServerMetrics()
+    latency = Latency({f"/{SERVICE_NAME}/PushGradients": metrics.push_latency,
+                       f"/{SERVICE_NAME}/PullWeights": metrics.pull_latency})
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="rpc"),
-        interceptors=auth.interceptors(options),
+        interceptors=[*auth.interceptors(options), latency, InternalOnUnexpected()],
         options=message_options(int(options.max_message_mb * 2**20)),
     )
+    servicer = ParameterServerServicer(run, options.heartbeat_interval, metrics)
     pb_grpc.add_ParameterServerServiceServicer_to_server(servicer, server)
     health_servicer = _configure_health_server(server)
     reflection.enable_server_reflection((SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -149,12 +134,12 @@ def create_server(
 def serve(config: RunConfig, options: ServerOptions) -> int:
     """Runs the daemon until SIGTERM/SIGINT, or until --linger seconds after training is done."""
     tensorboard = TensorBoardLog(options.tensorboard_dir) if options.tensorboard_dir else None
-    servicer = build_servicer(config, options, tensorboard)
-    server, port, health_servicer = create_server(servicer, options)
-    servicer.metrics.watch(lambda: servicer.GetStatus(pb.GetStatusRequest(), None),
-                           lambda: dict(servicer.stats.rejections), lambda: dict(servicer.stats.checkpoint_failures))
+    run = build_run(config, options, tensorboard)
+    metrics = ServerMetrics()
+    server, port, health_servicer = create_server(run, options, metrics)
+    metrics.watch(run.status, lambda: dict(run.stats.rejections), lambda: dict(run.stats.checkpoint_failures))
     if options.metrics_port:
-        servicer.metrics.serve(options.host, options.metrics_port)
+        metrics.serve(options.host, options.metrics_port)
         log.info("Prometheus metrics on http://%s:%d/metrics", options.host, options.metrics_port)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -164,10 +149,10 @@ def serve(config: RunConfig, options: ServerOptions) -> int:
     if options.port_file:
         Path(options.port_file).write_text(f"{port}\n")
     log.info("serving %s on %s:%d (%s on %s; %s, %s)", SERVICE_NAME, options.host, port,
-             servicer.config.algo, servicer.config.env_id,
+             run.config.algo, run.config.env_id,
              ("mutual TLS" if options.tls_client_ca else "TLS") if options.tls_cert else "plaintext",
              "bearer token required" if options.auth_token_file else "no token")
-    log.info("%s", describe_preset(servicer.config))
+    log.info("%s", describe_preset(run.config))
     checkpoint_dir = Path(options.checkpoint_dir)
     next_checkpoint = time.monotonic() + options.checkpoint_interval
     next_log = time.monotonic() + 10.0
@@ -175,53 +160,53 @@ def serve(config: RunConfig, options: ServerOptions) -> int:
     done_since: float | None = None
     while not stop.wait(0.25):
         now = time.monotonic()
-        if servicer.training_done.is_set():
+        if run.training_done:
             if done_since is None:
                 done_since = now
-                _save(servicer, checkpoint_dir, options)
+                _save(run, checkpoint_dir, options)
             if now - done_since >= options.linger:
                 log.info("training done %.0fs ago; shutting down", options.linger)
                 break
         elif options.checkpoint_interval > 0 and now >= next_checkpoint:
-            _save(servicer, checkpoint_dir, options)
+            _save(run, checkpoint_dir, options)
             next_checkpoint = now + options.checkpoint_interval
         if now >= next_log:
-            _log_progress(servicer)
+            _log_progress(run)
             next_log = now + 10.0
         if tensorboard is not None and now >= next_tensorboard:
-            tensorboard.flush(servicer.GetStatus(pb.GetStatusRequest(), None))
+            tensorboard.flush(run.status())
             next_tensorboard = now + 2.0
     _set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
     server.stop(options.shutdown_grace).wait()
-    saved = _save(servicer, checkpoint_dir, options)
+    saved = _save(run, checkpoint_dir, options)
     if tensorboard is not None:
-        tensorboard.flush(servicer.GetStatus(pb.GetStatusRequest(), None))
+        tensorboard.flush(run.status())
         tensorboard.close()
-    log.info("stopped at T=%d, version %d", servicer.store.global_frames, servicer.store.version)
+    log.info("stopped at T=%d, version %d", run.store.global_frames, run.store.version)
     if not saved:
         log.error("the final checkpoint could not be written: --resume would lose the updates since the last one")
     return 0 if saved else 1
 
 
-def _save(servicer: ParameterServerServicer, directory: Path, options: ServerOptions) -> bool:
+def _save(run: Run, directory: Path, options: ServerOptions) -> bool:
     """Writes a checkpoint; a failure (a full disk) is logged and counted, and the server serves on.
 
     Returns whether the checkpoint was written. The periodic loop tries again at the next interval.
     """
-    state = checkpoint_state(servicer)
+    state = run.state_dict()
     version, frames = state["store"]["version"], state["store"]["global_frames"]
     try:
         path = checkpoint.save(directory, version, state, options.keep_checkpoints)
     except OSError as error:
-        servicer.stats.record_checkpoint_failure("checkpoint")
+        run.stats.record_checkpoint_failure("checkpoint")
         log.error("checkpoint of version %d (T=%d) in %s failed: %s", version, frames, directory, error)
         return False
     log.info("checkpoint %s (T=%d, version %d)", path, frames, version)
     return True
 
 
-def _log_progress(servicer: ParameterServerServicer) -> None:
-    status = servicer.GetStatus(pb.GetStatusRequest(), None)
+def _log_progress(run: Run) -> None:
+    status = run.status()
     log.info(
         "T=%d version=%d fps=%.0f updates/s=%.1f mean_return_100=%.1f live_workers=%d rejected=%d%s",
         status.global_frames, status.version, status.frames_per_second, status.updates_per_second,

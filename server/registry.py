@@ -30,8 +30,6 @@ class WorkerRecord:
     epsilons: list[float] = field(default_factory=list)
     evaluation: bool = False  # plays and reports episodes (ReportEvaluation); never pushes
     episodes_reported: int = 0
-    # Serialises one worker's pushes, so a retry racing its original is applied once.
-    push_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
 class UnknownWorker(KeyError):

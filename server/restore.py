@@ -26,8 +26,9 @@ from asyncrl.v1 import parameter_server_pb2 as pb
 
 
 @dataclass
-class Run:
-    """What a server serves: its config, model spec, parameter store and statistics, and the next worker id."""
+class RunParts:
+    """What a run is built from (server/run.py): its config, model spec, parameter store and statistics, and the
+    next worker id."""
 
     config: RunConfig
     spec: pb.ModelSpec
@@ -36,17 +37,17 @@ class Run:
     next_worker_id: int = 1
 
 
-def new_run(config: RunConfig) -> Run:
+def new_run(config: RunConfig) -> RunParts:
     """A fresh run: the initial weights come from the run seed."""
     spec = model_spec(config)
     torch.manual_seed(config.seed)  # the initial weights; everything after comes from pushes
     layout = FlatLayout(spec.layout)
     store = ParameterStore(layout, layout.flatten(build_model(spec).parameters()), config,
                            has_target=METHODS[config.algo].value_based)
-    return Run(config, spec, store, RunStats(eval_window=config.eval_window))
+    return RunParts(config, spec, store, RunStats(eval_window=config.eval_window))
 
 
-def restored_run(state: dict[str, Any]) -> Run:
+def restored_run(state: dict[str, Any]) -> RunParts:
     """The checkpointed run in state; raises CheckpointError if it is malformed or holds non-finite tensors."""
     try:
         run = new_run(RunConfig(**state["config"]))
@@ -95,6 +96,4 @@ def _restored_stats(state: dict[str, Any], eval_window: int) -> RunStats:
     returns = [float(r) for r in state["recent_returns"]]
     if not all(math.isfinite(r) for r in returns):
         raise CheckpointError("recent_returns holds NaN or Inf")
-    stats = RunStats(returns, _counter(state["episodes_completed"], "episodes_completed"), eval_window)
-    stats.updates_applied = _counter(state["updates_applied"], "updates_applied")
-    return stats
+    return RunStats(returns, _counter(state["episodes_completed"], "episodes_completed"), eval_window)

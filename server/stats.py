@@ -36,7 +36,6 @@ class RunStats:
         # without exploration, so only the latest few count (not checkpointed: they refill after a resume).
         self.eval_returns: deque[float] = deque(maxlen=eval_window)
         self.eval_episodes_completed = 0
-        self.updates_applied = 0
         self.rejections: Counter[str] = Counter()
         # Failed writes to the checkpoint directory, by file ("checkpoint", "next_worker_id").
         self.checkpoint_failures: Counter[str] = Counter()
@@ -82,10 +81,6 @@ class RunStats:
         with self._lock:
             self.checkpoint_failures[kind] += 1
 
-    def record_update(self) -> None:
-        with self._lock:
-            self.updates_applied += 1
-
     @property
     def updates_rejected(self) -> int:
         return sum(self.rejections.values())
@@ -94,8 +89,8 @@ class RunStats:
         with self._lock:
             return sum(self.recent_returns) / len(self.recent_returns) if self.recent_returns else 0.0
 
-    def rates(self, global_frames: int) -> tuple[float, float]:
-        """(frames/s, updates/s) over the last few seconds."""
+    def rates(self, global_frames: int, updates: int) -> tuple[float, float]:
+        """(frames/s, updates/s) over the last few seconds, from T and the version (one per applied update)."""
         with self._lock:
             now = time.monotonic()
-            return self.frame_rate.rate(global_frames, now), self.update_rate.rate(self.updates_applied, now)
+            return self.frame_rate.rate(global_frames, now), self.update_rate.rate(updates, now)

@@ -25,13 +25,15 @@ layer far below it is not learning (see asyncrl.common.diagnostics).
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from asyncrl.common.config import RunConfig
 from asyncrl.common.limits import INT64_MAX
-from asyncrl.common.tensors import FlatLayout
+from asyncrl.common.tensors import FlatLayout, flat_norm
 
 
 UPDATE_RATIO_EVERY = 100
@@ -41,17 +43,31 @@ class FramesOverflow(ValueError):
     """An update whose frames would carry T past 2**63 - 1 (the int64 every message carries it in)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Snapshot:
     """A consistent view of the parameters: the flat vector of one version, never modified afterwards."""
 
     version: int
     global_frames: int
     parameters: torch.Tensor
+    # The parameters as sent, by encoding: made once however many workers ask, and gone with the snapshot.
+    _encoded: dict[Any, Any] = field(default_factory=dict, repr=False)
+    _encode_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def encoded(self, key: Any, encode: Callable[[torch.Tensor], Any]) -> Any:
+        """encode(parameters), computed at most once per key (a wire dtype) for this snapshot."""
+        with self._encode_lock:
+            if key not in self._encoded:
+                self._encoded[key] = encode(self.parameters)
+            return self._encoded[key]
 
 
 class ParameterStore:
-    """Parameters, optimizer state, version and T. Nothing else in asyncrl changes parameters."""
+    """Parameters, optimizer state, version and T. Nothing else in asyncrl changes parameters.
+
+    Not thread-safe for writers: its owner (server/run.py) applies one update at a time. Readers
+    need no lock, since an update replaces the snapshot instead of changing it.
+    """
 
     def __init__(self, layout: FlatLayout, parameters: torch.Tensor, config: RunConfig, has_target: bool) -> None:
         if parameters.shape != (layout.total,):
@@ -63,7 +79,6 @@ class ParameterStore:
         # The target network is a past snapshot: (the version it was copied from, its tensors).
         self.has_target = has_target
         self._target = self._snapshot if has_target else None
-        self._lock = threading.Lock()
         self.update_ratios: dict[str, float] = {}
 
     @property
@@ -88,32 +103,31 @@ class ParameterStore:
         remaining = max(0.0, 1.0 - self.global_frames / self.config.max_frames)
         return self.config.learning_rate * remaining
 
-    def apply(self, gradient: torch.Tensor, frames: int) -> Snapshot:
+    def apply(self, gradient: torch.Tensor, frames: int, gradient_norm: float | None = None) -> Snapshot:
         """Applies one worker's flat gradient (clipping it in place); returns the snapshot this update made.
 
-        The gradient must already be validated (layout, finiteness). The one refusal, FramesOverflow,
-        is checked here, under the lock, so that concurrent pushes cannot carry T past int64 together;
-        it changes nothing.
+        The gradient must already be validated (layout, finiteness). A shard's gradient is a slice
+        of the whole, so it is clipped by the whole's norm, gradient_norm; without it, by its own.
+        The one refusal, FramesOverflow, is checked here, where T changes; it changes nothing.
         """
-        with self._lock:
-            if self.global_frames + frames > INT64_MAX:
-                raise FramesOverflow(f"frames {frames} would carry T={self.global_frames} past 2**63 - 1")
-            if self.config.max_grad_norm > 0:  # as torch.nn.utils.clip_grad_norm_ does it
-                norm = float(torch.linalg.vector_norm(gradient))
-                scale = self.config.max_grad_norm / (norm + 1e-6)
-                if scale < 1.0:
-                    gradient.mul_(scale)
-            lr, decay, eps = self.learning_rate(), self.config.rmsprop_decay, self.config.rmsprop_eps
-            self.square_avg.mul_(decay).addcmul_(gradient, gradient, value=1 - decay)
-            updated = torch.addcdiv(self._snapshot.parameters, gradient, self.square_avg.add(eps).sqrt_(), value=-lr)
-            if self.version % UPDATE_RATIO_EVERY == 0:
-                self.update_ratios = self._update_ratios(self._snapshot.parameters, updated)
-            before = self.global_frames
-            self._snapshot = Snapshot(self.version + 1, before + frames, updated)
-            interval = self.config.target_update_frames
-            if self.has_target and self._snapshot.global_frames // interval > before // interval:
-                self._target = self._snapshot
-            return self._snapshot
+        if self.global_frames + frames > INT64_MAX:
+            raise FramesOverflow(f"frames {frames} would carry T={self.global_frames} past 2**63 - 1")
+        if self.config.max_grad_norm > 0:  # as torch.nn.utils.clip_grad_norm_ does it
+            norm = gradient_norm if gradient_norm is not None else flat_norm(gradient)
+            scale = self.config.max_grad_norm / (norm + 1e-6)
+            if scale < 1.0:
+                gradient.mul_(scale)
+        lr, decay, eps = self.learning_rate(), self.config.rmsprop_decay, self.config.rmsprop_eps
+        self.square_avg.mul_(decay).addcmul_(gradient, gradient, value=1 - decay)
+        updated = torch.addcdiv(self._snapshot.parameters, gradient, self.square_avg.add(eps).sqrt_(), value=-lr)
+        if self.version % UPDATE_RATIO_EVERY == 0:
+            self.update_ratios = self._update_ratios(self._snapshot.parameters, updated)
+        before = self.global_frames
+        self._snapshot = Snapshot(self.version + 1, before + frames, updated)
+        interval = self.config.target_update_frames
+        if self.has_target and self._snapshot.global_frames // interval > before // interval:
+            self._target = self._snapshot
+        return self._snapshot
 
     def _update_ratios(self, before: torch.Tensor, after: torch.Tensor) -> dict[str, float]:
         steps, sizes = self.layout.split(after - before), self.layout.split(before)
@@ -122,28 +136,26 @@ class ParameterStore:
 
     def state_dict(self) -> dict:
         """Everything needed to resume: parameters, optimizer statistics, version and T, by tensor name."""
-        with self._lock:
-            return {
-                "parameters": self._named(self._snapshot.parameters),
-                "square_avg": self._named(self.square_avg.clone()),
-                "version": self._snapshot.version,
-                "global_frames": self.global_frames,
-                "target": None if self._target is None else {
-                    "version": self._target.version,
-                    "global_frames": self._target.global_frames,
-                    "parameters": self._named(self._target.parameters),
-                },
-            }
+        return {
+            "parameters": self._named(self._snapshot.parameters),
+            "square_avg": self._named(self.square_avg.clone()),
+            "version": self._snapshot.version,
+            "global_frames": self.global_frames,
+            "target": None if self._target is None else {
+                "version": self._target.version,
+                "global_frames": self._target.global_frames,
+                "parameters": self._named(self._target.parameters),
+            },
+        }
 
     def load_state_dict(self, state: dict) -> None:
-        with self._lock:
-            parameters = self._flat(state["parameters"])
-            self._snapshot = Snapshot(int(state["version"]), int(state["global_frames"]), parameters)
-            self.square_avg = self._flat(state["square_avg"])
-            target = state["target"]
-            if self.has_target and target is not None:
-                self._target = Snapshot(int(target["version"]), int(target["global_frames"]),
-                                        self._flat(target["parameters"]))
+        parameters = self._flat(state["parameters"])
+        self._snapshot = Snapshot(int(state["version"]), int(state["global_frames"]), parameters)
+        self.square_avg = self._flat(state["square_avg"])
+        target = state["target"]
+        if self.has_target and target is not None:
+            self._target = Snapshot(int(target["version"]), int(target["global_frames"]),
+                                    self._flat(target["parameters"]))
 
     def _named(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         return dict(zip(self.layout.names, self.layout.split(flat)))

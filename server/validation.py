@@ -14,7 +14,6 @@ import torch
 
 from asyncrl.common import limits, tensors
 from asyncrl.server.registry import WorkerRecord
-from asyncrl.server.store import Snapshot
 from asyncrl.v1 import parameter_server_pb2 as pb
 
 METRIC_NAME = re.compile(r"(losses|diagnostics)/[a-z0-9_]{1,64}(/[a-z0-9_]{1,64})?")
@@ -66,9 +65,8 @@ def check_pull(request: pb.PullWeightsRequest) -> None:
 # --- PushGradients -------------------------------------------------------------------------
 
 
-def check_push(
-    request: pb.PushGradientsRequest, record: WorkerRecord, config: pb.RunConfig, current: Snapshot
-) -> None:
+def check_push(request: pb.PushGradientsRequest, record: WorkerRecord, config: pb.RunConfig, current_version: int
+               ) -> None:
     """Every field but the gradients, in the documented order; the first failure decides the status."""
     if record.evaluation:
         raise Refusal(grpc.StatusCode.FAILED_PRECONDITION, "bad_role",
@@ -76,7 +74,7 @@ def check_push(
                       "ReportEvaluation and pushes no gradients")
     _check_sequence(request, record)
     _check_frames(request, record, config)
-    _check_base_version(request, current.version, config.max_staleness)
+    _check_base_version(request, current_version, config.max_staleness)
     if request.reply_weights_dtype and request.reply_weights_dtype not in tensors.TORCH_DTYPES:
         raise Refusal(INVALID, "bad_dtype", f"unsupported reply_weights_dtype {request.reply_weights_dtype}")
     _check_epsilons(request, record)

@@ -17,7 +17,7 @@ import torch
 
 from asyncrl.common import limits, tensors
 from asyncrl.common.config import RunConfig, ServerOptions
-from asyncrl.server.app import build_servicer, create_server
+from asyncrl.server.app import build_run, create_server
 from asyncrl.v1 import parameter_server_pb2 as pb
 from asyncrl.v1 import parameter_server_pb2_grpc as pb_grpc
 from conftest import ServerProcess
@@ -310,17 +310,17 @@ def test_pull_with_an_unknown_dtype_is_refused(server: ServerProcess, pusher: Pu
 def test_an_unexpected_error_in_a_handler_is_internal_with_a_message(tmp_path, monkeypatch):
     """A fault inside the service is answered INTERNAL, naming the RPC and the error, never UNKNOWN; the next call works."""
     options = ServerOptions(port=0, checkpoint_dir=str(tmp_path / "checkpoints"))
-    servicer = build_servicer(RunConfig(target_return=None), options)
-    grpc_server, port, _ = create_server(servicer, options)
+    run = build_run(RunConfig(target_return=None), options)
+    grpc_server, port, _ = create_server(run, options)
     grpc_server.start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = pb_grpc.ParameterServerServiceStub(channel)
 
-            def broken(global_frames: int) -> tuple[float, float]:
+            def broken(global_frames: int, updates: int) -> tuple[float, float]:
                 raise RuntimeError("a fault for the test")
 
-            monkeypatch.setattr(servicer.stats, "rates", broken)
+            monkeypatch.setattr(run.stats, "rates", broken)
             with pytest.raises(grpc.RpcError) as raised:
                 stub.GetStatus(pb.GetStatusRequest(), timeout=10)
             assert raised.value.code() == grpc.StatusCode.INTERNAL

@@ -173,5 +173,4 @@ def test_fuzzed_requests_get_only_documented_statuses_and_refusals_change_nothin
     if check_call(target, "PushGradients", request) is not None and request.worker_id == target.worker_id:
         target.last_sequence = request.sequence_number
     status = target.server.status()
-    assert status.version == status.updates_applied
     assert 0 <= status.global_frames < 2**63

@@ -135,7 +135,6 @@ def test_node_worker_trains_until_the_server_says_done(server_factory, start_nod
     status = server.status()
     assert status.training_done
     assert status.global_frames >= 3000
-    assert status.version == status.updates_applied
     assert status.updates_rejected == 0
     (mine,) = [w for w in status.workers if w.name == "node-a3c"]
     assert mine.pushes_applied > 0
@@ -267,7 +266,7 @@ def test_stale_pushes_are_refused_and_the_node_workers_recover(server_factory, s
     # Every refusal the workers heard is counted by the server (and nothing else was refused) ...
     assert status.updates_rejected == aborted
     # ... and none of them changed the model: one version per applied push.
-    assert status.version == status.updates_applied == sum(w.pushes_applied for w in status.workers)
+    assert status.version == sum(w.pushes_applied for w in status.workers)
     for worker in workers:
         assert "BUG" not in worker.log()
 
@@ -300,6 +299,5 @@ def test_node_worker_survives_a_server_restart(start_node, tmp_path):
     assert summary["retries"] >= 1
     assert "registering again" in worker.log()
     assert status.training_done and status.global_frames >= 4000
-    assert status.version == status.updates_applied
     (again,) = [w for w in status.workers if w.name == "node-restart"]
     assert again.worker_id >= 2 and again.pushes_applied > 0
