@@ -276,8 +276,8 @@ class ServerOptions(ServerSecurity):
     shard_index: int = _setting(0, "which shard this process is, 0 to --shards - 1 (0 registers workers and ends "
                                    "the run)", check=_non_negative)
     shard_addresses: str = _setting(
-        "", "with --shards > 1: host:port of every shard, comma-separated, shard 0 first (told to workers; shards "
-        "other than 0 follow shard 0's end of training)",
+        "", "with --shards > 1, on shard 0: host:port of every shard, comma-separated, shard 0 first (the slice map "
+        "RegisterWorker tells workers)",
     )
     shard_key_file: str = _setting(
         "", "with --shards > 1: a file of secret bytes every shard reads, from which the workers' secrets are derived",
@@ -289,13 +289,13 @@ class ServerOptions(ServerSecurity):
         super().__post_init__()
         if self.shard_index >= self.shards:
             raise ConfigError(_bad(self, "shard_index", self.shard_index, f"must be below --shards {self.shards}"))
-        if self.shards > 1:
+        if self.shards > 1 and self.shard_index == 0:
             addresses = [a for a in self.shard_addresses.split(",") if a.strip()]
             if len(addresses) != self.shards:
                 raise ConfigError(_bad(self, "shard_addresses", self.shard_addresses,
                                        f"needs {self.shards} comma-separated host:port addresses, one per shard"))
-            if not self.shard_key_file:
-                raise ConfigError(_bad(self, "shard_key_file", "", "a sharded server needs a shard key file"))
+        if self.shards > 1 and not self.shard_key_file:
+            raise ConfigError(_bad(self, "shard_key_file", "", "a sharded server needs a shard key file"))
 
 
 @dataclass(frozen=True)
@@ -335,6 +335,8 @@ class TrainOptions(ServerSecurity, ClientSecurity):
     eval_workers: int = _setting(0, "evaluation worker processes to start, one env copy each (see worker --eval)",
                                  check=_non_negative)
     run_dir: str = _setting("runs/latest", "directory for the CSV log, checkpoints and process logs")
+    shards: int = _setting(1, "parameter-server shard processes (docs/sharding.md); the launcher makes their shard "
+                              "key", check=_positive)
     progress_interval: float = _setting(2.0, "seconds between progress lines", check=_positive)
 
     def __post_init__(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import ctypes
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -64,6 +65,15 @@ def _wait_for_port(port_file: Path, server: subprocess.Popen, timeout: float = 6
     raise RuntimeError(f"the server did not start serving within {timeout:.0f}s")
 
 
+def _move_earlier_checkpoints(checkpoint_dir: Path, previous: Path) -> None:
+    """Each `asyncrl train` is a new run: an earlier run's checkpoints move aside (one run is kept back)."""
+    if checkpoint.list_checkpoints(checkpoint_dir):
+        shutil.rmtree(previous, ignore_errors=True)
+        checkpoint_dir.rename(previous)
+        print(f"asyncrl train: {checkpoint_dir} held an earlier run's checkpoints; moved them to {previous}/",
+              flush=True)
+
+
 def _stop(processes: list[subprocess.Popen], timeout: float = 20.0) -> None:
     """SIGTERM whatever still runs, wait, then SIGKILL stragglers: no orphans either way."""
     for process in processes:
@@ -87,21 +97,20 @@ def train(config: RunConfig, options: TrainOptions) -> int:
     port_file = run_dir / "server.port"
     port_file.unlink(missing_ok=True)
     checkpoint_dir = run_dir / "checkpoints"
-    if checkpoint.list_checkpoints(checkpoint_dir):  # each `asyncrl train` is a new run; keep one run back
-        previous = run_dir / "previous-checkpoints"
-        shutil.rmtree(previous, ignore_errors=True)
-        checkpoint_dir.rename(previous)
-        print(f"asyncrl train: {checkpoint_dir} held an earlier run's checkpoints; moved them to {previous}/",
-              flush=True)
+    _move_earlier_checkpoints(checkpoint_dir, run_dir / "previous-checkpoints")
     csv_path = run_dir / "progress.csv"
     client = view(ClientSecurity, options)  # the workers' security settings, and the launcher's own
+    server_args = ["server", "--preset", config.preset, *to_cli_args(config, preset_baseline(config)), "--port", "0",
+                   "--linger", "3", *to_cli_args(view(ServerSecurity, options))]
+    # Shards other than 0 first: shard 0 tells workers their addresses.
+    shards = _start_shards(server_args, run_dir, options.shards) if options.shards > 1 else []
     server = _start(
-        ["server", "--preset", config.preset, *to_cli_args(config, preset_baseline(config)), "--port", "0", "--port-file", str(port_file),
-         "--checkpoint-dir", str(checkpoint_dir), "--tensorboard-dir", str(run_dir / "tensorboard"),
-         "--linger", "3", *to_cli_args(view(ServerSecurity, options))],
+        [*server_args, *_shard_args(shards, run_dir), "--port-file", str(port_file),
+         "--checkpoint-dir", str(checkpoint_dir), "--tensorboard-dir", str(run_dir / "tensorboard")],
         run_dir / "server.log",
     )
-    processes = [server]
+    processes = [server, *(process for process, _ in shards)]
+    workers_from = len(processes)
     started = time.monotonic()
     print(f"asyncrl train: {describe_preset(config)}", flush=True)
     status = pb.GetStatusResponse()
@@ -137,14 +146,15 @@ def train(config: RunConfig, options: TrainOptions) -> int:
                     next_report = now + options.progress_interval
                 if status.training_done:
                     break
-        for worker in processes[1:]:  # told that training is over, each exits by itself
+        for worker in processes[workers_from:]:  # told that training is over, each exits by itself
             worker.wait(timeout=60)
     except KeyboardInterrupt:
         interrupted = True
         print("\nasyncrl train: interrupted; stopping the server (final checkpoint) and the workers", flush=True)
     finally:
-        _stop(processes[1:])
-        _stop(processes[:1])  # no need to wait out its linger: every worker has heard; SIGTERM checkpoints
+        _stop(processes[workers_from:])
+        _stop(processes[:workers_from])  # no need to wait out shard 0's linger: every worker has heard; SIGTERM
+        # checkpoints; the other shards serve until stopped
     wall = time.monotonic() - started
     print(_summary(config, checkpoint_dir, csv_path, wall, interrupted), flush=True)
     if status.eval_episodes_completed:
@@ -158,6 +168,37 @@ def train(config: RunConfig, options: TrainOptions) -> int:
               file=sys.stderr)
         return 1
     return 130 if interrupted else 0
+
+
+def _start_shards(server_args: list[str], run_dir: Path, count: int) -> list[tuple[subprocess.Popen, int]]:
+    """Shards 1..count-1 of the server, serving: each with its checkpoints and log; (process, port) each.
+
+    Their shard key is a file of random bytes in run_dir, readable only by this user.
+    """
+    key_file = run_dir / "shard.key"
+    key_file.write_bytes(b"")
+    key_file.chmod(0o600)
+    key_file.write_text(secrets.token_hex(32) + "\n")
+    shards = []
+    for index in range(1, count):
+        port_file = run_dir / f"server-shard-{index}.port"
+        port_file.unlink(missing_ok=True)
+        checkpoint_dir = run_dir / f"checkpoints-shard-{index}"
+        _move_earlier_checkpoints(checkpoint_dir, run_dir / f"previous-checkpoints-shard-{index}")
+        process = _start([*server_args, "--shards", str(count), "--shard-index", str(index),
+                          "--shard-key-file", str(key_file), "--port-file", str(port_file),
+                          "--checkpoint-dir", str(checkpoint_dir)], run_dir / f"server-shard-{index}.log")
+        shards.append((process, port_file))
+    return [(process, _wait_for_port(port_file, process)) for process, port_file in shards]
+
+
+def _shard_args(shards: list[tuple[subprocess.Popen, int]], run_dir: Path) -> list[str]:
+    """Shard 0's flags for a sharded run (none for one process): the slice map's addresses and the shard key."""
+    if not shards:
+        return []
+    addresses = ",".join(["127.0.0.1:0", *(f"127.0.0.1:{port}" for _, port in shards)])  # shard 0's own is not told
+    return ["--shards", str(len(shards) + 1), "--shard-index", "0", "--shard-addresses", addresses,
+            "--shard-key-file", str(run_dir / "shard.key")]
 
 
 def csv_row(status: pb.GetStatusResponse, wall_seconds: float) -> dict:

@@ -24,6 +24,7 @@ from asyncrl.server.registry import WorkerRegistry
 from asyncrl.server.restore import new_run, restored_run
 from asyncrl.server.run import Run
 from asyncrl.server.service import ParameterServerServicer
+from asyncrl.server.shards import ShardMap, read_shard_key
 from asyncrl.server.stats import RunStats
 from asyncrl.server.tensorboard import TensorBoardLog
 from asyncrl.v1 import parameter_server_pb2 as pb
@@ -46,8 +47,9 @@ def build_run(config: RunConfig, options: ServerOptions, tensorboard: TensorBoar
     """A fresh run from config, or, with --resume, the newest checkpoint that verifies and fits its model.
 
     Raises NoUsableCheckpoint when --resume finds checkpoints and none of them is usable, and ConfigError
-    when the directory holds checkpoints but --resume is not set.
+    when the directory holds checkpoints but --resume is not set. With --shards, the run is this shard's.
     """
+    shard_map = functools.partial(ShardMap.of, options)
     checkpoint_dir = Path(options.checkpoint_dir)
     earlier = checkpoint.list_checkpoints(checkpoint_dir)
     if earlier and not options.resume:
@@ -56,14 +58,15 @@ def build_run(config: RunConfig, options: ServerOptions, tensorboard: TensorBoar
         raise ConfigError(f"--checkpoint-dir {checkpoint_dir} holds checkpoints of an earlier run (newest "
                           f"{earlier[-1].name}): pass --resume to continue it, or give an empty directory")
     checkpoint.remove_stale_temp_files(checkpoint_dir)
-    restored = checkpoint.load_latest(checkpoint_dir, restored_run) if options.resume else None
+    restored = (checkpoint.load_latest(checkpoint_dir, functools.partial(restored_run, shard_map=shard_map))
+                if options.resume else None)
     if restored is not None:
         path, parts = restored
         log.info("resuming from %s: T=%d, version %d", path, parts.store.global_frames, parts.store.version)
     else:
         if options.resume:
             log.info("--resume: no checkpoint in %s, starting a new run", options.checkpoint_dir)
-        parts = new_run(config)
+        parts = new_run(config, shard_map)
     first_id = parts.next_worker_id
     if options.resume:  # after every id given out before, checkpointed or not
         first_id = max(first_id, checkpoint.load_next_worker_id(checkpoint_dir) or 1)
@@ -72,7 +75,8 @@ def build_run(config: RunConfig, options: ServerOptions, tensorboard: TensorBoar
         parts,
         run_config_message(parts.config, parts.spec, max_message_bytes),
         WorkerRegistry(options.silence_timeout, first_id,
-                       functools.partial(_record_next_worker_id, checkpoint_dir, parts.stats), options.max_workers),
+                       functools.partial(_record_next_worker_id, checkpoint_dir, parts.stats), options.max_workers,
+                       read_shard_key(options.shard_key_file) if parts.shards.sharded else None),
         on_push=tensorboard.record_push if tensorboard is not None else None,
         on_evaluation=tensorboard.record_evaluation if tensorboard is not None else None,
     )
@@ -153,6 +157,8 @@ def serve(config: RunConfig, options: ServerOptions) -> int:
              ("mutual TLS" if options.tls_client_ca else "TLS") if options.tls_cert else "plaintext",
              "bearer token required" if options.auth_token_file else "no token")
     log.info("%s", describe_preset(run.config))
+    if run.shards.sharded:
+        log.info("%s (%d parameters in all)", run.shards.describe(), run.shards.total)
     checkpoint_dir = Path(options.checkpoint_dir)
     next_checkpoint = time.monotonic() + options.checkpoint_interval
     next_log = time.monotonic() + 10.0

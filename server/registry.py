@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from asyncrl.common.limits import MAX_NUM_ENVS
+from asyncrl.server.shards import derived_secret
 from asyncrl.v1 import parameter_server_pb2 as pb
 
 SECRET_BYTES = 32
@@ -47,10 +49,12 @@ class RegistryFull(RuntimeError):
 class WorkerRegistry:
     def __init__(
         self, silence_timeout: float, first_id: int = 1, record_next_id: Callable[[int], None] | None = None,
-        max_workers: int = 0,
+        max_workers: int = 0, shard_key: bytes | None = None,
     ) -> None:
         self.silence_timeout = silence_timeout
         self.max_workers = max_workers  # 0: no limit
+        # With shards, secrets are derived from a key every shard has, so that each can check them.
+        self._shard_key = shard_key
         self._workers: dict[int, WorkerRecord] = {}
         # A resumed server starts after the ids it gave out before, so a worker's retried call made
         # under its old id is refused (NOT_FOUND, so it registers again) instead of landing on a newcomer.
@@ -78,24 +82,42 @@ class WorkerRegistry:
                     raise RegistryFull(f"{len(self._workers)} workers registered, the server's maximum "
                                        f"(--max-workers); a slot frees when one is silent for "
                                        f"{self.silence_timeout:g}s")
-            record = WorkerRecord(self._next_id, name, num_envs, now, secrets.token_bytes(SECRET_BYTES),
-                                  evaluation=evaluation)
+            secret = (derived_secret(self._shard_key, self._next_id) if self._shard_key
+                      else secrets.token_bytes(SECRET_BYTES))
+            record = WorkerRecord(self._next_id, name, num_envs, now, secret, evaluation=evaluation)
             if self._record_next_id is not None:
                 self._record_next_id(self._next_id + 1)
             self._workers[record.worker_id] = record
             self._next_id += 1
             return record
 
-    def seen(self, worker_id: int, secret: bytes) -> WorkerRecord:
+    def seen(self, worker_id: int, secret: bytes, adopt: bool = False) -> WorkerRecord:
         """Marks a call from worker_id and returns its record; raises UnknownWorker, or WrongSecret (and marks
-        nothing, so an impostor cannot keep a dead worker's slot) when secret is not the worker's."""
+        nothing, so an impostor cannot keep a dead worker's slot) when secret is not the worker's.
+
+        adopt: a shard other than 0 takes a worker it has not seen, registered with shard 0, if the
+        secret is the one derived for its id (its first call there is a pull).
+        """
         with self._lock:
             record = self._workers.get(worker_id)
+            if record is None and adopt and self._shard_key is not None:
+                record = self._adopt(worker_id, secret)
         if record is None:
             raise UnknownWorker(worker_id)
         if not hmac.compare_digest(record.secret, secret):
             raise WrongSecret(worker_id)
         record.last_seen = time.monotonic()
+        return record
+
+    def _adopt(self, worker_id: int, secret: bytes) -> WorkerRecord:
+        """A record for a worker shard 0 registered; its env copies are unknown here, so its pushes are bounded by
+        the most any worker may have. Records of workers silent past the timeout go first: memory stays bounded."""
+        assert self._shard_key is not None
+        if not hmac.compare_digest(derived_secret(self._shard_key, worker_id), secret):
+            raise WrongSecret(worker_id)
+        now = time.monotonic()
+        self._workers = {i: r for i, r in self._workers.items() if self.is_alive(r, now)}
+        record = self._workers[worker_id] = WorkerRecord(worker_id, "", MAX_NUM_ENVS, now, secret)
         return record
 
     def records(self) -> list[WorkerRecord]:

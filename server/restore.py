@@ -8,6 +8,7 @@ those are skipped like damaged files, so --resume falls back to an older checkpo
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from asyncrl.common.limits import INT64_MAX
 from asyncrl.common.models import build_model
 from asyncrl.common.tensors import FlatLayout
 from asyncrl.common.wire import model_spec
+from asyncrl.server.shards import ShardMap
 from asyncrl.server.stats import RunStats
 from asyncrl.server.store import ParameterStore
 from asyncrl.v1 import parameter_server_pb2 as pb
@@ -34,23 +36,40 @@ class RunParts:
     spec: pb.ModelSpec
     store: ParameterStore
     stats: RunStats
+    shards: ShardMap
     next_worker_id: int = 1
 
 
-def new_run(config: RunConfig) -> RunParts:
-    """A fresh run: the initial weights come from the run seed."""
+# The shard map of a model of so many parameters (server/app.py makes it from --shards and --shard-index).
+ShardMapOf = Callable[[int], ShardMap]
+
+
+def _one_process(total: int) -> ShardMap:
+    return ShardMap(0, 1, total)
+
+
+def new_run(config: RunConfig, shard_map: ShardMapOf = _one_process) -> RunParts:
+    """A fresh run: the initial weights come from the run seed; a shard keeps its slice of them."""
     spec = model_spec(config)
     torch.manual_seed(config.seed)  # the initial weights; everything after comes from pushes
     layout = FlatLayout(spec.layout)
-    store = ParameterStore(layout, layout.flatten(build_model(spec).parameters()), config,
-                           has_target=METHODS[config.algo].value_based)
-    return RunParts(config, spec, store, RunStats(eval_window=config.eval_window))
+    parameters = layout.flatten(build_model(spec).parameters())
+    shards = shard_map(layout.total)
+    if shards.sharded:
+        layout, parameters = shards.slice_layout(), parameters[shards.offset:shards.offset + shards.length].clone()
+    store = ParameterStore(layout, parameters, config, has_target=METHODS[config.algo].value_based)
+    return RunParts(config, spec, store, RunStats(eval_window=config.eval_window), shards)
 
 
-def restored_run(state: dict[str, Any]) -> RunParts:
-    """The checkpointed run in state; raises CheckpointError if it is malformed or holds non-finite tensors."""
+def restored_run(state: dict[str, Any], shard_map: ShardMapOf = _one_process) -> RunParts:
+    """The checkpointed run in state; raises CheckpointError if it is malformed, holds non-finite tensors or is
+    another shard's."""
     try:
-        run = new_run(RunConfig(**state["config"]))
+        run = new_run(RunConfig(**state["config"]), shard_map)
+        saved = state.get("shard", {"index": 0, "count": 1})
+        if (saved["index"], saved["count"]) != (run.shards.index, run.shards.count):
+            raise CheckpointError(f"holds shard {saved['index']} of {saved['count']}; this server is "
+                                  f"{run.shards.describe()}")
         store_state = state["store"]
         _check_store_state(store_state, run.store.layout)
         run.store.load_state_dict(store_state)

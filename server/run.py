@@ -8,6 +8,10 @@ report or checkpoint sees half of it. Reads (pulls, the status) take consistent
 snapshots without waiting for updates. The gRPC servicer (server/service.py) only
 decodes, checks what needs no state, encodes and maps refusals to status codes; the
 in-process benchmark drives the same object without the wire.
+
+A shard of a sharded server (docs/sharding.md) is a Run over its slice: shard 0 also
+registers workers, keeps the episodes and ends the run; the others take workers shard 0
+registered (checking their derived secrets) and apply their slice of each push.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ import torch
 
 from asyncrl.common.config import RunConfig
 from asyncrl.common.seeding import derive_seed
+from asyncrl.common.tensors import FlatLayout
 from asyncrl.server import validation
 from asyncrl.server.registry import RegistryFull, UnknownWorker, WorkerRecord, WorkerRegistry, WrongSecret
 from asyncrl.server.restore import RunParts
+from asyncrl.server.shards import ShardMap
 from asyncrl.server.stats import RunStats
 from asyncrl.server.store import FramesOverflow, ParameterStore, Snapshot
 from asyncrl.server.validation import INVALID, Refusal
@@ -67,6 +73,7 @@ class Run:
         self.config_message = config_message
         self.store: ParameterStore = parts.store
         self.stats: RunStats = parts.stats
+        self.shards: ShardMap = parts.shards
         self.registry = registry
         self.on_push = on_push  # called with (T, request) after each applied push, e.g. for TensorBoard
         self.on_evaluation = on_evaluation  # called with (T, returns) after each accepted evaluation report
@@ -82,16 +89,21 @@ class Run:
 
     def register(self, name: str, num_envs: int, evaluation: bool) -> tuple[WorkerRecord, int]:
         """A new worker and the seed it derives its own from; RESOURCE_EXHAUSTED past --max-workers."""
+        self._require_coordinator("RegisterWorker")
         try:
             record = self.registry.register(name, num_envs, evaluation)
         except RegistryFull as full:
             raise Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, "registry_full", str(full)) from None
         return record, derive_seed(self.config.seed, record.worker_id)
 
-    def worker(self, worker_id: int, secret: bytes) -> WorkerRecord:
-        """The calling worker's record, marked alive; NOT_FOUND or PERMISSION_DENIED (marking nothing) otherwise."""
+    def worker(self, worker_id: int, secret: bytes, first_contact: bool = False) -> WorkerRecord:
+        """The calling worker's record, marked alive; NOT_FOUND or PERMISSION_DENIED (marking nothing) otherwise.
+
+        first_contact (a pull): a shard other than 0 takes a worker shard 0 registered. A push from
+        a worker it does not know (it restarted) is NOT_FOUND, so the worker registers and pulls again.
+        """
         try:
-            return self.registry.seen(worker_id, secret)
+            return self.registry.seen(worker_id, secret, adopt=first_contact and not self.shards.is_coordinator)
         except WrongSecret:
             raise Refusal(grpc.StatusCode.PERMISSION_DENIED, "wrong_secret",
                           f"worker_secret is not worker {worker_id}'s (use the one its RegisterWorkerResponse "
@@ -99,6 +111,21 @@ class Run:
         except UnknownWorker:
             raise Refusal(grpc.StatusCode.NOT_FOUND, "unknown_worker",
                           f"unknown worker id {worker_id}: call RegisterWorker (the server may have restarted)") from None
+
+    def layout(self, sliced: bool) -> FlatLayout:
+        """How a request's tensors are laid out: a shard of a sharded server takes only its slice, as one tensor;
+        a server of one process takes the model's tensors, or (sliced) the whole vector as one."""
+        if self.shards.sharded and not sliced:
+            raise Refusal(grpc.StatusCode.FAILED_PRECONDITION, "unsliced",
+                          f"this server is {self.shards.describe()} of the flat parameter vector: pull and push "
+                          "that slice (sliced, as RegisterWorkerResponse.shards says), not the whole model")
+        return self.shards.slice_layout() if sliced and not self.shards.sharded else self.store.layout
+
+    def _require_coordinator(self, what: str) -> None:
+        if not self.shards.is_coordinator:
+            raise Refusal(grpc.StatusCode.FAILED_PRECONDITION, "not_shard_0",
+                          f"this server is {self.shards.describe()}: {what} goes to shard 0 "
+                          f"({self.shards.addresses[0] if self.shards.addresses else 'the address workers register with'})")
 
     # --- the RPCs' work -------------------------------------------------------------------------
 
@@ -109,8 +136,10 @@ class Run:
         """Applies one push of record's worker, or answers its retry; raises Refusal, having changed nothing.
 
         gradients is the request's, decoded and checked finite by the caller (outside the lock:
-        it is the costly part of a push that needs no state).
+        it is the costly part of a push that needs no state). A shard of a sharded server clips
+        it by the whole gradient's norm, which the worker states.
         """
+        norm = validation.check_gradient_norm(request.gradient_norm, gradients) if self.shards.sharded else None
         with self._lock:
             if request.sequence_number == record.last_sequence != 0:  # a retry of the push applied last
                 return self.pull()
@@ -119,7 +148,7 @@ class Run:
                 return self.pull()
             staleness = self.store.version - request.base_version
             try:
-                snapshot = self.store.apply(gradients, request.frames)
+                snapshot = self.store.apply(gradients, request.frames, norm)
             except FramesOverflow as error:
                 raise Refusal(INVALID, "bad_frames", str(error)) from None
             record.last_sequence = request.sequence_number
@@ -132,8 +161,10 @@ class Run:
             self._check_training_done()
             return Weights(snapshot, self.store.target(), self._training_done, staleness)
 
-    def report_evaluation(self, record: WorkerRecord, request: pb.ReportEvaluationRequest) -> bool:
+    def report_evaluation(self, request: pb.ReportEvaluationRequest) -> bool:
         """Takes an evaluation worker's episodes (unless training is over); returns whether it is over."""
+        self._require_coordinator("ReportEvaluation")
+        record = self.worker(request.worker_id, request.worker_secret)
         with self._lock:
             validation.check_evaluation_report(request, record, self.store.version)
             if not self._training_done:
@@ -147,7 +178,12 @@ class Run:
 
     def _check_training_done(self) -> None:
         """The run ends when T reaches the budget, or when the mean return that --target-on names reaches the target
-        over a full window: the last 100 training episodes, or the last eval_window evaluation episodes."""
+        over a full window: the last 100 training episodes, or the last eval_window evaluation episodes.
+
+        Only shard 0 ends the run (its workers stop when it says so); the other shards serve until stopped.
+        """
+        if not self.shards.is_coordinator:
+            return
         target = self.config.target_return
         if self.config.target_on == "eval":
             which, window, mean = "evaluation", self.stats.eval_returns, self.stats.eval_mean_return
@@ -186,6 +222,8 @@ class Run:
             eval_mean_return=self.stats.eval_mean_return(),
             eval_episodes_completed=self.stats.eval_episodes_completed,
             eval_window=self.config.eval_window,
+            shard_index=self.shards.index,
+            shards=self.shards.count,
             metrics={**self.stats.recent_metrics(),
                      **{UPDATE_RATIO_PREFIX + name: ratio for name, ratio in self.store.update_ratios.items()}},
         )
@@ -201,4 +239,5 @@ class Run:
                 "episodes_completed": self.stats.episodes_completed,
                 "next_worker_id": self.registry.next_id,
                 "training_done": self._training_done,
+                "shard": {"index": self.shards.index, "count": self.shards.count},
             }

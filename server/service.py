@@ -13,6 +13,7 @@ from typing import NoReturn
 
 import grpc
 
+from asyncrl.common.tensors import FlatLayout
 from asyncrl.server import validation
 from asyncrl.server.metrics import ServerMetrics
 from asyncrl.server.run import Run, Weights
@@ -47,6 +48,7 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
             config=self.run.config_message,
             heartbeat_interval_seconds=self.heartbeat_interval,
             worker_secret=record.secret,
+            shards=self.run.shards.infos(),
         )
 
     def GetConfig(self, request: pb.GetConfigRequest, context: grpc.ServicerContext):
@@ -55,7 +57,8 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
     def PullWeights(self, request: pb.PullWeightsRequest, context: grpc.ServicerContext):
         try:
             validation.check_pull(request)
-            self.run.worker(request.worker_id, request.worker_secret)
+            layout = self.run.layout(request.sliced)
+            self.run.worker(request.worker_id, request.worker_secret, first_contact=True)
         except Refusal as refusal:
             self._refuse(context, refusal, counted=False)
         weights = self.run.pull()
@@ -67,23 +70,24 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
             target_version=weights.target_version,
         )
         if request.have_version != weights.snapshot.version:
-            reply.parameters.extend(self._encoded(weights.snapshot, dtype))
+            reply.parameters.extend(self._encoded(weights.snapshot, layout, dtype))
         if weights.target is not None and request.have_target_version != weights.target.version:
-            reply.target_parameters.extend(self._encoded(weights.target, dtype))
+            reply.target_parameters.extend(self._encoded(weights.target, layout, dtype))
         return reply
 
     def PushGradients(self, request: pb.PushGradientsRequest, context: grpc.ServicerContext):
         try:
             record = self.run.worker(request.worker_id, request.worker_secret)
-            gradients = validation.decode_gradients(request, self.run.store.layout)
+            layout = self.run.layout(request.sliced)
+            gradients = validation.decode_gradients(request, layout)
             weights = self.run.push(record, request, gradients)
         except Refusal as refusal:
             self._refuse(context, refusal)
         if weights.staleness is not None:
             self.metrics.staleness.observe(weights.staleness)
-        return self._push_reply(weights, request.reply_weights_dtype)
+        return self._push_reply(weights, layout, request.reply_weights_dtype)
 
-    def _push_reply(self, weights: Weights, dtype: int) -> pb.PushGradientsResponse:
+    def _push_reply(self, weights: Weights, layout: FlatLayout, dtype: int) -> pb.PushGradientsResponse:
         """The version and T after the push (or, for a retry, now), and those weights if asked for and training goes on.
 
         A retried push is answered from the current snapshot, not from a stored reply: keeping each
@@ -97,13 +101,12 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
             target_version=weights.target_version,
         )
         if dtype and not weights.training_done:
-            reply.parameters.extend(self._encoded(weights.snapshot, dtype))
+            reply.parameters.extend(self._encoded(weights.snapshot, layout, dtype))
         return reply
 
     def ReportEvaluation(self, request: pb.ReportEvaluationRequest, context: grpc.ServicerContext):
         try:
-            record = self.run.worker(request.worker_id, request.worker_secret)
-            done = self.run.report_evaluation(record, request)
+            done = self.run.report_evaluation(request)
         except Refusal as refusal:
             self._refuse(context, refusal)
         return pb.ReportEvaluationResponse(training_done=done, version=self.run.store.version)
@@ -111,8 +114,8 @@ class ParameterServerServicer(pb_grpc.ParameterServerServiceServicer):
     def GetStatus(self, request: pb.GetStatusRequest, context: grpc.ServicerContext):
         return self.run.status()
 
-    def _encoded(self, snapshot: Snapshot, dtype: int) -> list[pb.Tensor]:
-        return snapshot.encoded(dtype, lambda parameters: self.run.store.layout.encode(parameters, dtype))
+    def _encoded(self, snapshot: Snapshot, layout: FlatLayout, dtype: int) -> list[pb.Tensor]:
+        return snapshot.encoded((tuple(layout.names), dtype), lambda parameters: layout.encode(parameters, dtype))
 
     def _refuse(self, context: grpc.ServicerContext, refusal: Refusal, counted: bool = True) -> NoReturn:
         """Logs a refused request and answers it with the refusal's status; pushes and reports are also counted."""

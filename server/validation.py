@@ -166,8 +166,18 @@ def _check_metrics(request: pb.PushGradientsRequest) -> None:
                       f"{limits.MAX_METRIC_VALUE:g} named (losses|diagnostics)/[a-z0-9_]+, got {shown}")
 
 
+def check_gradient_norm(claimed: float, gradients: torch.Tensor) -> float:
+    """A shard's push states the whole gradient's norm: finite, at most 1e30, and no smaller than its own slice's."""
+    own = tensors.flat_norm(gradients)
+    if not (0.0 <= claimed <= limits.MAX_GRADIENT_NORM and own <= claimed * (1 + 1e-4) + 1e-30):
+        raise Refusal(INVALID, "bad_gradient_norm",
+                      f"gradient_norm {claimed} must be finite, at most {limits.MAX_GRADIENT_NORM:g} and at least the "
+                      f"norm of this shard's slice ({own:.6g}): the L2 norm of the whole flat gradient")
+    return claimed
+
+
 def decode_gradients(request: pb.PushGradientsRequest, layout: tensors.FlatLayout) -> torch.Tensor:
-    """The push's gradients as one flat float32 vector in the layout, all finite."""
+    """The push's gradients as one flat float32 vector in the layout (the model's, or a slice's), all finite."""
     try:
         gradient = layout.decode(request.gradients, "gradients")
     except tensors.TensorFormatError as error:

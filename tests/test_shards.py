@@ -1,0 +1,176 @@
+"""A sharded parameter server (docs/sharding.md): shard processes on 127.0.0.1, driven through the generated stubs.
+
+One pusher sends a fixed, seeded sequence of gradients, large enough that clipping often
+acts, to a server of one process and to 2 and 3 shards: the parameters end byte-identical.
+The refusals a shard adds (an unsliced request, a registration or report off shard 0, a
+wrong secret, a worker it has not seen, a false gradient norm) change nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import grpc
+import pytest
+import torch
+
+from asyncrl.common.tensors import FlatLayout, decode, encode, flat_norm
+from asyncrl.v1 import parameter_server_pb2 as pb
+from conftest import ServerProcess, code_of, register
+
+PUSHES = 30
+FRAMES = 5  # one CartPole rollout of t_max 5, one env copy
+
+
+def start_shards(directory: Path, count: int, *flags: str) -> list[ServerProcess]:
+    """count shard processes, shard 0 last (it is told the others' addresses)."""
+    if count == 1:
+        return [ServerProcess(directory / "shard0", *flags)]
+    key = directory / "shard.key"
+    directory.mkdir(parents=True, exist_ok=True)
+    key.write_text("k" * 32)
+    shared = ["--shards", str(count), "--shard-key-file", str(key), *flags]
+    others = [ServerProcess(directory / f"shard{i}", *shared, "--shard-index", str(i)) for i in range(1, count)]
+    addresses = ",".join(["127.0.0.1:0", *(s.address for s in others)])
+    return [ServerProcess(directory / "shard0", *shared, "--shard-index", "0", "--shard-addresses", addresses),
+            *others]
+
+
+def stop(shards: list[ServerProcess]) -> None:
+    for shard in shards:
+        shard.stop()
+
+
+def sliced_pull(shard: ServerProcess, worker: pb.RegisterWorkerResponse) -> pb.PullWeightsResponse:
+    return shard.stub.PullWeights(pb.PullWeightsRequest(worker_id=worker.worker_id, have_version=-1, sliced=True,
+                                                        worker_secret=worker.worker_secret), timeout=10)
+
+
+def sliced_push(shard: ServerProcess, worker: pb.RegisterWorkerResponse, sequence: int, base_version: int,
+                piece: torch.Tensor, norm: float) -> pb.PushGradientsResponse:
+    return shard.stub.PushGradients(pb.PushGradientsRequest(
+        worker_id=worker.worker_id, worker_secret=worker.worker_secret, sequence_number=sequence,
+        base_version=base_version, frames=FRAMES, gradients=[encode("slice", piece)], sliced=True, gradient_norm=norm,
+    ), timeout=10)
+
+
+def gradients(total: int) -> list[torch.Tensor]:
+    """Seeded gradients whose norms range around max_grad_norm (40), so that clipping acts on about half."""
+    generator = torch.Generator().manual_seed(1234)
+    scales = torch.linspace(5.0, 80.0, PUSHES)[torch.randperm(PUSHES, generator=generator)]
+    return [torch.randn(total, generator=generator) * float(s) / math.sqrt(total) for s in scales]
+
+
+def pushed_parameters(shards: list[ServerProcess]) -> torch.Tensor:
+    """The fixed sequence pushed by one worker, slice by slice; the flat parameters after it, from every shard."""
+    worker = register(shards[0].stub)
+    slices = [(info.offset, info.length) for info in worker.shards]
+    total = sum(length for _, length in slices)
+    assert [offset for offset, _ in slices] == [sum(length for _, length in slices[:i]) for i in range(len(slices))]
+    for shard in shards:  # the first contact with each shard: a pull
+        sliced_pull(shard, worker)
+    for sequence, gradient in enumerate(gradients(total), start=1):
+        norm = flat_norm(gradient)
+        for shard, (offset, length) in zip(shards, slices):
+            sliced_push(shard, worker, sequence, sequence - 1, gradient[offset:offset + length], norm)
+    pieces = [decode(sliced_pull(shard, worker).parameters[0]) for shard in shards]
+    return torch.cat(pieces)
+
+
+def test_one_worker_ends_byte_identical_on_one_two_and_three_shards(tmp_path):
+    results = {}
+    for count in (1, 2, 3):
+        shards = start_shards(tmp_path / f"k{count}", count)
+        try:
+            results[count] = pushed_parameters(shards)
+            assert [s.status().version for s in shards] == [PUSHES] * count
+            assert [s.status().global_frames for s in shards] == [PUSHES * FRAMES] * count
+        finally:
+            stop(shards)
+    assert results[1].numel() % 3 != 0, "choose a model whose size 3 does not divide: the split must be uneven"
+    assert torch.equal(results[1], results[2]) and torch.equal(results[1], results[3])
+    # The sequence moved the parameters, and an unsliced pull of the one-process server agrees with its sliced one.
+    assert not torch.equal(results[1], pushed_parameters_initial(tmp_path))
+
+
+def pushed_parameters_initial(tmp_path: Path) -> torch.Tensor:
+    (server,) = start_shards(tmp_path / "initial", 1)
+    try:
+        worker = register(server.stub)
+        unsliced = server.stub.PullWeights(pb.PullWeightsRequest(worker_id=worker.worker_id, have_version=-1,
+                                                                 worker_secret=worker.worker_secret), timeout=10)
+        layout = FlatLayout(worker.config.model.layout)
+        whole = layout.decode(unsliced.parameters)
+        assert torch.equal(whole, decode(sliced_pull(server, worker).parameters[0]))
+        return whole
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def two_shards(tmp_path):
+    shards = start_shards(tmp_path, 2)
+    yield shards
+    stop(shards)
+
+
+def snapshot(shards: list[ServerProcess]) -> list[tuple]:
+    """Every shard's version, T and parameters (via a fresh worker's sliced pulls)."""
+    watcher = register(shards[0].stub, "watcher")
+    return [(s.status().version, s.status().global_frames, sliced_pull(s, watcher).parameters[0].data)
+            for s in shards]
+
+
+def test_a_shard_refuses_what_is_not_its_part_and_changes_nothing(two_shards):
+    shard0, shard1 = two_shards
+    worker = register(shard0.stub)
+    assert [info.address for info in worker.shards] == ["", shard1.address]
+    offset, length = worker.shards[1].offset, worker.shards[1].length
+    sliced_pull(shard1, worker)
+    before = snapshot(two_shards)
+    whole_layout = FlatLayout(worker.config.model.layout)
+    piece = torch.full((length,), 0.01)
+    norm = flat_norm(piece)
+    unsliced = pb.PushGradientsRequest(worker_id=worker.worker_id, worker_secret=worker.worker_secret,
+                                       sequence_number=1, frames=FRAMES,
+                                       gradients=whole_layout.encode(torch.zeros(whole_layout.total)))
+    refusals = {
+        "unsliced push": (lambda: shard1.stub.PushGradients(unsliced, timeout=10),
+                          grpc.StatusCode.FAILED_PRECONDITION),
+        "unsliced pull": (lambda: shard1.stub.PullWeights(pb.PullWeightsRequest(
+            worker_id=worker.worker_id, have_version=-1, worker_secret=worker.worker_secret), timeout=10),
+            grpc.StatusCode.FAILED_PRECONDITION),
+        "registration off shard 0": (lambda: register(shard1.stub), grpc.StatusCode.FAILED_PRECONDITION),
+        "report off shard 0": (lambda: shard1.stub.ReportEvaluation(pb.ReportEvaluationRequest(
+            worker_id=worker.worker_id, worker_secret=worker.worker_secret,
+            episodes=[pb.EpisodeResult(episode_return=1.0, length=1)]), timeout=10),
+            grpc.StatusCode.FAILED_PRECONDITION),
+        "wrong secret": (lambda: shard1.stub.PullWeights(pb.PullWeightsRequest(
+            worker_id=worker.worker_id + 1, have_version=-1, sliced=True, worker_secret=worker.worker_secret),
+            timeout=10), grpc.StatusCode.PERMISSION_DENIED),
+        "norm below the slice's": (lambda: sliced_push(shard1, worker, 1, 0, piece, norm / 2),
+                                   grpc.StatusCode.INVALID_ARGUMENT),
+        "norm not finite": (lambda: sliced_push(shard1, worker, 1, 0, piece, math.nan),
+                            grpc.StatusCode.INVALID_ARGUMENT),
+        "slice of the wrong length": (lambda: sliced_push(shard1, worker, 1, 0, torch.zeros(length + 1), norm),
+                                      grpc.StatusCode.INVALID_ARGUMENT),
+    }
+    for what, (call, expected) in refusals.items():
+        assert code_of(call) == expected, what
+    assert snapshot(two_shards) == before
+    # A worker registered but never seen by shard 1 (its first call there is a pull) is told to register again.
+    stranger = register(shard0.stub, "stranger")
+    assert code_of(lambda: sliced_push(shard1, stranger, 1, 0, piece, norm)) == grpc.StatusCode.NOT_FOUND
+    # And the refused worker's next push is still its first.
+    assert sliced_push(shard1, worker, 1, 0, piece, norm).version == before[1][0] + 1
+    assert offset == worker.shards[0].length
+
+
+def test_a_sharded_server_needs_its_addresses_and_key(tmp_path):
+    from conftest import Process
+    process = Process(["server", "--shards", "2", "--port", "0", "--checkpoint-dir", str(tmp_path / "c")],
+                      tmp_path / "server.log")
+    assert process.wait(timeout=60) == 2
+    assert "--shard-addresses (ASYNCRL_SHARD_ADDRESSES)" in process.log()
+    assert "Traceback" not in process.log()
