@@ -10,14 +10,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import re
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
 import tomllib
 from collections.abc import Iterator
@@ -27,88 +23,43 @@ import grpc
 import pytest
 import yaml
 
-from asyncrl.common.cli import build_parser
-from asyncrl.common.config import RunConfig, ServerOptions, TrainOptions, WorkerOptions, env_name, from_namespace
+from asyncrl.common.config import RunConfig, ServerOptions, WorkerOptions, env_name, from_namespace
 from asyncrl.v1 import parameter_server_pb2 as pb
 from asyncrl.v1 import parameter_server_pb2_grpc as pb_grpc
+from deployment import (
+    CHECKPOINT_ALLOWANCE, CONFIG_CLASSES, DOCKERFILE, ROOT, VENV_BIN, Container, container_env, dockerfile_instructions,
+    env_read_by, exec_form, free_port, image_env, image_healthcheck, is_file_setting, only, run_check, valid_env_names,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-DOCKERFILE = ROOT / "docker" / "Dockerfile"
 COMPOSE_FILE = ROOT / "docker" / "docker-compose.yml"
+SHARDED_FILE = ROOT / "docker" / "docker-compose.sharded.yml"
+COMPOSE_FILES = [COMPOSE_FILE, SHARDED_FILE]  # each a whole deployment (docker-compose.secure.yml is an override)
 DOCKERIGNORE = ROOT / ".dockerignore"
-VENV_BIN = Path(sys.executable).parent
 DOCKER_DEFAULT_STOP_GRACE = 10.0  # seconds Docker waits after SIGTERM before SIGKILL when nothing says otherwise
-# Seconds the final checkpoint may take on top of ASYNCRL_SHUTDOWN_GRACE before Docker's SIGKILL.
-CHECKPOINT_ALLOWANCE = 10.0
-# The settings each container command builds from its environment.
-CONFIG_CLASSES = {"server": (RunConfig, ServerOptions), "worker": (WorkerOptions,)}
 
 
 # --- reading the files -----------------------------------------------------------------------------------------
 
 
-def dockerfile_instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) of docker/Dockerfile, continuation lines joined, comments dropped."""
-    instructions: list[tuple[str, str]] = []
-    current = ""
-    for raw in DOCKERFILE.read_text().splitlines():
-        line = raw.strip()
-        if line.startswith("#") or (not line and not current):
-            continue
-        if line.endswith("\\"):
-            current += line[:-1] + " "
-            continue
-        current += line
-        keyword, _, arguments = current.partition(" ")
-        instructions.append((keyword.upper(), arguments.strip()))
-        current = ""
-    assert not current, "docker/Dockerfile ends inside a continued line"
-    return instructions
-
-
-def only(instructions: list[tuple[str, str]], keyword: str) -> str:
-    found = [arguments for name, arguments in instructions if name == keyword]
-    assert len(found) == 1, f"docker/Dockerfile: expected one {keyword}, found {len(found)}"
-    return found[0]
-
-
-def exec_form(text: str, what: str) -> list[str]:
-    """A JSON array (exec form), refusing shell form, which would run under /bin/sh -c and not get signals."""
-    try:
-        argv = json.loads(text)
-    except json.JSONDecodeError:
-        raise AssertionError(f"{what} is not in exec form (a JSON array): {text!r}") from None
-    assert isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv), f"{what}: {text!r}"
-    return argv
-
-
-def image_env(instructions: list[tuple[str, str]]) -> dict[str, str]:
-    """The variables the image's ENV instructions set (KEY=VALUE form only)."""
-    env: dict[str, str] = {}
-    for keyword, arguments in instructions:
-        if keyword == "ENV":
-            for token in shlex.split(arguments):
-                key, equals, value = token.partition("=")
-                assert equals and "$" not in value, f"docker/Dockerfile: ENV {token!r}: use literal KEY=VALUE"
-                env[key] = value
-    return env
-
-
-def image_healthcheck(instructions: list[tuple[str, str]]) -> list[str]:
-    options, cmd, argv = only(instructions, "HEALTHCHECK").partition("CMD ")
-    assert cmd, "docker/Dockerfile: HEALTHCHECK has no CMD"
-    assert all(o.startswith("--") for o in options.split()), f"HEALTHCHECK options: {options!r}"
-    return exec_form(argv, "HEALTHCHECK CMD")
-
-
-def load_compose() -> dict:
-    with COMPOSE_FILE.open() as handle:
+def load_compose(path: Path = COMPOSE_FILE) -> dict:
+    with path.open() as handle:
         return yaml.safe_load(handle)
 
 
 def service(compose: dict, name: str) -> dict:
-    assert name in compose.get("services", {}), f"docker-compose.yml has no service {name!r}"
+    assert name in compose.get("services", {}), f"the compose file has no service {name!r}"
     return compose["services"][name]
+
+
+def services_running(compose: dict, subcommand: str) -> dict[str, dict]:
+    """The services whose command is `asyncrl SUBCOMMAND` (the server's shards, or the workers), by name."""
+    return {name: svc for name, svc in compose["services"].items() if svc["command"] == [subcommand]}
+
+
+def shards_in_order(compose: dict) -> list[tuple[str, dict]]:
+    """The server services by ASYNCRL_SHARD_INDEX (one unsharded server: index 0)."""
+    servers = services_running(compose, "server")
+    return sorted(servers.items(), key=lambda item: int(service_env(item[1]).get("ASYNCRL_SHARD_INDEX", "0")))
 
 
 def service_env(svc: dict) -> dict[str, str]:
@@ -141,93 +92,96 @@ def duration_seconds(text: str | int | float) -> float:
     return sum(float(number) * units[unit] for number, unit in parts)
 
 
-def valid_env_names() -> set[str]:
-    """Every ASYNCRL_* variable the configuration defines (ASYNCRL_SERVER is also read by status and health)."""
-    names = {env_name(f.name) for cls in (RunConfig, ServerOptions, WorkerOptions, TrainOptions)
-             for f in dataclasses.fields(cls)}
-    return names | {"ASYNCRL_SERVER"}
+# --- the compose files -----------------------------------------------------------------------------------------
+
+each_compose_file = pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda path: path.name)
 
 
-def env_read_by(argv: list[str]) -> set[str]:
-    """The ASYNCRL_* variables `asyncrl SUBCOMMAND` reads: the ones its --help names."""
-    assert argv[:1] == ["asyncrl"] and len(argv) >= 2, f"not an asyncrl command: {argv}"
-    parser = build_parser()
-    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-    assert argv[1] in subcommands, f"`asyncrl {argv[1]}` is no subcommand"
-    read = {name for action in subcommands[argv[1]]._actions
-            for name in re.findall(r"\benv (ASYNCRL_\w+)", action.help or "")}
-    assert read <= valid_env_names(), f"the CLI names variables the config does not define: {read - valid_env_names()}"
-    return read
-
-
-def container_env(*layers: dict[str, str]) -> dict[str, str]:
-    """This machine's environment without any ASYNCRL_* variable, the venv's scripts first on PATH, then layers."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ASYNCRL_")}
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-    for layer in layers:
-        env.update(layer)
-    return env
-
-
-# --- the compose file ------------------------------------------------------------------------------------------
-
-
-def test_compose_services_share_the_image():
-    """Compose defines server and worker, one image built from docker/Dockerfile in the repository root."""
-    compose = load_compose()
-    server, worker = service(compose, "server"), service(compose, "worker")
-    for name, svc in (("server", server), ("worker", worker)):
+@each_compose_file
+def test_compose_services_share_the_image(path: Path):
+    """Compose defines servers and workers, one image built from docker/Dockerfile in the repository root."""
+    compose = load_compose(path)
+    assert services_running(compose, "server") and services_running(compose, "worker")
+    for name, svc in compose["services"].items():
         build = svc.get("build")
         assert isinstance(build, dict), f"{name}: no build section"
-        context = (COMPOSE_FILE.parent / build["context"]).resolve()
+        context = (path.parent / build["context"]).resolve()
         assert context == ROOT, f"{name}: build context {context} is not the repository root"
         assert (context / build["dockerfile"]).resolve() == DOCKERFILE, f"{name}: dockerfile {build['dockerfile']}"
-    assert server["image"] == worker["image"], "server and worker must run the same image"
-    assert server["command"] == ["server"] and worker["command"] == ["worker"]
+        assert svc["command"] in (["server"], ["worker"]), f"{name}: command {svc['command']}"
+    images = {svc["image"] for svc in compose["services"].values()}
+    assert len(images) == 1, f"servers and workers must run the same image, not {images}"
+    if path == COMPOSE_FILE:
+        assert service(compose, "server")["command"] == ["server"] and service(compose, "worker")["command"] == ["worker"]
 
 
-def test_compose_server_health_volume_and_grace():
-    """The server: an `asyncrl health` healthcheck, checkpoints in a named volume, time to checkpoint on stop."""
-    compose = load_compose()
-    server = service(compose, "server")
-    env = service_env(server)
-    assert compose_healthcheck(server)[:2] == ["asyncrl", "health"]
-    assert env["ASYNCRL_HOST"] == "0.0.0.0", "a server listening on 127.0.0.1 is unreachable from other containers"
-    assert env.get("ASYNCRL_RESUME") == "true", "a restarted server should continue from its checkpoints"
-
-    checkpoint_dir = Path(env["ASYNCRL_CHECKPOINT_DIR"])
-    assert checkpoint_dir.is_absolute()
+@each_compose_file
+def test_compose_server_health_volume_and_grace(path: Path):
+    """Each server: an `asyncrl health` healthcheck, checkpoints in a named volume of its own, time to checkpoint on
+    stop."""
+    compose = load_compose(path)
     named = set(compose.get("volumes") or {})
-    mounts = []
-    for volume in server.get("volumes", []):
-        source, target = (volume.split(":")[:2] if isinstance(volume, str) else (volume["source"], volume["target"]))
-        if source in named:
-            mounts.append(Path(target))
-    assert any(checkpoint_dir == m or m in checkpoint_dir.parents for m in mounts), (
-        f"no named volume holds {checkpoint_dir}; named volume mounts: {mounts}")
+    owners: dict[str, str] = {}
+    for name, server in services_running(compose, "server").items():
+        env = service_env(server)
+        assert compose_healthcheck(server)[:2] == ["asyncrl", "health"]
+        assert env["ASYNCRL_HOST"] == "0.0.0.0", "a server listening on 127.0.0.1 is unreachable from other containers"
+        assert env.get("ASYNCRL_RESUME") == "true", "a restarted server should continue from its checkpoints"
 
-    grace = env.get("ASYNCRL_SHUTDOWN_GRACE", str(ServerOptions.shutdown_grace))
-    stop_grace = duration_seconds(server.get("stop_grace_period", DOCKER_DEFAULT_STOP_GRACE))
-    assert stop_grace >= float(grace) + CHECKPOINT_ALLOWANCE, (
-        f"stop_grace_period {stop_grace}s leaves the final checkpoint too little time after a {grace}s shutdown grace")
+        checkpoint_dir = Path(env["ASYNCRL_CHECKPOINT_DIR"])
+        assert checkpoint_dir.is_absolute()
+        mounts = {}
+        for volume in server.get("volumes", []):
+            source, target = (volume.split(":")[:2] if isinstance(volume, str) else (volume["source"], volume["target"]))
+            if source in named:
+                mounts[Path(target)] = source
+        holding = [source for m, source in mounts.items() if checkpoint_dir == m or m in checkpoint_dir.parents]
+        assert holding, f"{name}: no named volume holds {checkpoint_dir}; named volume mounts: {mounts}"
+        assert holding[0] not in owners, f"{name} and {owners.get(holding[0])} share the volume {holding[0]}"
+        owners[holding[0]] = name
+
+        grace = env.get("ASYNCRL_SHUTDOWN_GRACE", str(ServerOptions.shutdown_grace))
+        stop_grace = duration_seconds(server.get("stop_grace_period", DOCKER_DEFAULT_STOP_GRACE))
+        assert stop_grace >= float(grace) + CHECKPOINT_ALLOWANCE, (
+            f"{name}: stop_grace_period {stop_grace}s leaves the final checkpoint too little time after a {grace}s "
+            "shutdown grace")
 
 
-def test_compose_worker_scales():
-    """Workers wait for a healthy server, find it by service name, and carry nothing per replica, so --scale works."""
-    compose = load_compose()
-    worker, server_env = service(compose, "worker"), service_env(service(compose, "server"))
-    assert worker["depends_on"]["server"]["condition"] == "service_healthy"
-    for key in ("container_name", "ports", "hostname"):
-        assert key not in worker, f"worker sets {key}: replicas would collide"
-    env = service_env(worker)
-    assert env["ASYNCRL_SERVER"] == f"server:{server_env['ASYNCRL_PORT']}"
-    assert "ASYNCRL_NAME" not in env, "every replica would get the same name"
-    assert worker.get("restart") == "on-failure", "a worker done with training exits 0 and must stay down"
+@each_compose_file
+def test_compose_worker_scales(path: Path):
+    """Workers wait for every healthy server, find shard 0 by service name, and carry nothing per replica, so --scale
+    works."""
+    compose = load_compose(path)
+    (first, first_svc), *_ = shards_in_order(compose)
+    for name, worker in services_running(compose, "worker").items():
+        for server in services_running(compose, "server"):
+            assert worker["depends_on"][server]["condition"] == "service_healthy", f"{name} does not wait for {server}"
+        for key in ("container_name", "ports", "hostname"):
+            assert key not in worker, f"{name} sets {key}: replicas would collide"
+        env = service_env(worker)
+        assert env["ASYNCRL_SERVER"] == f"{first}:{service_env(first_svc)['ASYNCRL_PORT']}"
+        assert "ASYNCRL_NAME" not in env, "every replica would get the same name"
+        assert worker.get("restart") == "on-failure", "a worker done with training exits 0 and must stay down"
 
 
-def test_compose_environment_is_read_by_the_cli():
-    """Every compose variable is a valid ASYNCRL_* setting read by its service's command or healthcheck."""
-    compose = load_compose()
+def secret_files_here(env: dict[str, str], svc: dict, tmp_path: Path) -> dict[str, str]:
+    """env with each file setting that names a compose secret of svc (/run/secrets/NAME) moved to a file here."""
+    moved = dict(env)
+    for key, value in env.items():
+        if is_file_setting(key) and value.startswith("/run/secrets/"):
+            secret = value.removeprefix("/run/secrets/")
+            assert secret in svc.get("secrets", []), f"{key}={value}: {secret} is not a secret of the service"
+            here = tmp_path / secret
+            here.write_text("-----BEGIN CERTIFICATE-----\nstand-in\n" if key.startswith("ASYNCRL_TLS_") else "stand-in\n")
+            moved[key] = str(here)
+    return moved
+
+
+@each_compose_file
+def test_compose_environment_is_read_by_the_cli(path: Path, tmp_path: Path):
+    """Every compose variable is a valid ASYNCRL_* setting read by its service's command or healthcheck, and the
+    settings each command builds from them are valid (the files they name are compose secrets)."""
+    compose = load_compose(path)
     instructions = dockerfile_instructions()
     entrypoint = exec_form(only(instructions, "ENTRYPOINT"), "ENTRYPOINT")
     valid = valid_env_names()
@@ -240,8 +194,33 @@ def test_compose_environment_is_read_by_the_cli():
         for key in env:
             assert key in valid, f"{name}: {key} is no asyncrl setting"
             assert key in read, f"{name}: {key} is not read by `{' '.join(command)}` nor by its healthcheck"
+        environ = {**image_env(instructions), **secret_files_here(env, svc, tmp_path)}
         for cls in CONFIG_CLASSES.get(svc["command"][0], ()):  # raises ConfigError on a bad value
-            from_namespace(cls, argparse.Namespace(), environ={**image_env(instructions), **env})
+            from_namespace(cls, argparse.Namespace(), environ=environ)
+
+
+def test_sharded_compose_shards_agree():
+    """docker-compose.sharded.yml: K shard services with indices 0..K-1, each told K, every shard's address in index
+    order and the same shard key; the same run everywhere (a shard refuses to start otherwise); shard 0 first."""
+    compose = load_compose(SHARDED_FILE)
+    shards = shards_in_order(compose)
+    envs = [service_env(svc) for _, svc in shards]
+    assert len(shards) >= 2, "the sharded compose file should run more than one shard"
+    assert [int(env["ASYNCRL_SHARD_INDEX"]) for env in envs] == list(range(len(shards)))
+    assert {env["ASYNCRL_SHARDS"] for env in envs} == {str(len(shards))}, "ASYNCRL_SHARDS is not the number of shards"
+    addresses = ",".join(f"{name}:{env['ASYNCRL_PORT']}" for (name, _), env in zip(shards, envs))
+    for (name, svc), env in zip(shards, envs):
+        assert env["ASYNCRL_SHARD_ADDRESSES"] == addresses, f"{name}: {env['ASYNCRL_SHARD_ADDRESSES']} != {addresses}"
+        key_file = env["ASYNCRL_SHARD_KEY_FILE"]
+        secret = key_file.removeprefix("/run/secrets/")
+        assert key_file.startswith("/run/secrets/") and secret in svc["secrets"] and secret in compose["secrets"]
+    assert len({env["ASYNCRL_SHARD_KEY_FILE"] for env in envs}) == 1, "every shard must read the same shard key"
+    run = {env_name(f.name) for f in dataclasses.fields(RunConfig)}
+    for (name, _), env in zip(shards[1:], envs[1:]):
+        differ = {k for k in run if env.get(k) != envs[0].get(k)}
+        assert not differ, f"{name} runs another configuration than {shards[0][0]}: {sorted(differ)}"
+    for name, svc in shards[1:]:
+        assert svc["depends_on"][shards[0][0]]["condition"] == "service_healthy", f"{name} does not wait for shard 0"
 
 
 def compose_cli() -> list[str] | None:
@@ -257,18 +236,23 @@ def compose_cli() -> list[str] | None:
     return None
 
 
-def test_compose_config_validates():
+@each_compose_file
+def test_compose_config_validates(path: Path):
     """`docker compose config` accepts the file (needs the compose v2 CLI, not an engine)."""
     cli = compose_cli()
     if cli is None:
         pytest.skip("no Docker Compose v2 CLI (`docker compose` plugin or docker-compose v2) on this machine")
-    result = subprocess.run([*cli, "-f", str(COMPOSE_FILE), "config", "--format", "json"], capture_output=True,
+    result = subprocess.run([*cli, "-f", str(path), "config", "--format", "json"], capture_output=True,
                             text=True, env=container_env({"TORCH_INDEX": ""}))
     # The resolved model is checked too, not only the exit status: some wrappers of the binary lose it.
     assert result.returncode == 0 and result.stdout.strip(), f"compose refused the file:\n{result.stderr}"
     resolved = json.loads(result.stdout)["services"]
-    assert resolved["worker"]["depends_on"]["server"]["condition"] == "service_healthy"
-    assert [v["type"] for v in resolved["server"]["volumes"]] == ["volume"]
+    compose = load_compose(path)
+    for worker in services_running(compose, "worker"):
+        for server in services_running(compose, "server"):
+            assert resolved[worker]["depends_on"][server]["condition"] == "service_healthy"
+    for server in services_running(compose, "server"):
+        assert [v["type"] for v in resolved[server]["volumes"]] == ["volume"]
 
 
 SECURE_FILE = ROOT / "docker" / "docker-compose.secure.yml"
@@ -409,34 +393,6 @@ def test_image_gets_every_source_pip_install_needs(tmp_path: Path):
 # --- the deployment, run as processes --------------------------------------------------------------------------
 
 
-class Container:
-    """A container's main process, run here: its argv as the image would exec it, its output in a log file."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.argv = argv
-        self.log_path = log_path
-        self._log = open(log_path, "ab")
-        self.popen = subprocess.Popen(argv, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def stop(self, timeout: float) -> int:
-        """SIGTERM, as `docker stop` sends, and the exit status within timeout (Docker's SIGKILL deadline)."""
-        self.popen.send_signal(signal.SIGTERM)
-        try:
-            return self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"`{' '.join(self.argv)}` ignored SIGTERM for {timeout}s (Docker would SIGKILL it):\n"
-                                 f"{self.log()}") from None
-
-    def close(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
-            self.popen.wait()
-        self._log.close()
-
-
 @pytest.fixture
 def containers() -> Iterator[list[Container]]:
     """The containers a test starts, killed at teardown if still running."""
@@ -444,16 +400,6 @@ def containers() -> Iterator[list[Container]]:
     yield started
     for container in started:
         container.close()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def run_check(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
 
 
 def wait_healthy(container: Container, checks: list[list[str]], env: dict[str, str], timeout: float = 60.0) -> None:
