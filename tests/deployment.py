@@ -13,7 +13,10 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from asyncrl.common.cli import build_parser
 from asyncrl.common.config import RunConfig, ServerOptions, TrainOptions, WorkerOptions, env_name
@@ -170,3 +173,12 @@ def free_port() -> int:
 
 def run_check(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+
+
+@pytest.fixture
+def containers() -> Iterator[list[Container]]:
+    """The containers a test starts, killed at teardown if still running (tests import this fixture)."""
+    started: list[Container] = []
+    yield started
+    for container in started:
+        container.close()

@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import time
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -26,7 +25,8 @@ import yaml
 from asyncrl.common.config import RunConfig, ServerOptions, WorkerOptions, env_name, from_namespace
 from asyncrl.v1 import parameter_server_pb2 as pb
 from asyncrl.v1 import parameter_server_pb2_grpc as pb_grpc
-from deployment import (
+from deployment import (  # containers: a fixture
+    containers,
     CHECKPOINT_ALLOWANCE, CONFIG_CLASSES, DOCKERFILE, ROOT, VENV_BIN, Container, container_env, dockerfile_instructions,
     env_read_by, exec_form, free_port, image_env, image_healthcheck, is_file_setting, only, run_check, valid_env_names,
 )
@@ -391,15 +391,6 @@ def test_image_gets_every_source_pip_install_needs(tmp_path: Path):
 
 
 # --- the deployment, run as processes --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def containers() -> Iterator[list[Container]]:
-    """The containers a test starts, killed at teardown if still running."""
-    started: list[Container] = []
-    yield started
-    for container in started:
-        container.close()
 
 
 def wait_healthy(container: Container, checks: list[list[str]], env: dict[str, str], timeout: float = 60.0) -> None:

@@ -28,7 +28,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from asyncrl.common.config import ServerOptions, from_namespace
 from asyncrl.v1 import parameter_server_pb2 as pb
 from asyncrl.v1 import parameter_server_pb2_grpc as pb_grpc
-from deployment import (
+from deployment import (  # containers: a fixture
+    containers,
     CHECKPOINT_ALLOWANCE, CONFIG_CLASSES, ROOT, Container, container_env, dockerfile_instructions, env_read_by,
     free_port, image_entrypoint, image_env, image_user, is_file_setting, run_check, valid_env_names,
 )
@@ -513,14 +514,6 @@ def test_workers_scale_as_a_deployment(directory: Path):
 
 
 # --- shard 0, run as a process ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def containers() -> Iterator[list[Container]]:
-    started: list[Container] = []
-    yield started
-    for container in started:
-        container.close()
 
 
 def kubelet_probe(probe: dict, port: int, env: dict[str, str]) -> bool:
