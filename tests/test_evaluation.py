@@ -91,10 +91,10 @@ def test_calls_that_do_not_fit_the_role_are_refused_and_change_nothing(server: S
 
 
 def test_a_report_without_the_workers_secret_is_denied_and_changes_nothing(server: ServerProcess):
+    """Denied like a push without the secret: PERMISSION_DENIED, counted among the rejections, nothing else changes."""
     evaluator = register_evaluator(server)
     impostor = Evaluator(evaluator.worker_id, b"x" * 32)
-    refuse(server, evaluator, lambda: report(server, impostor, [500.0]), grpc.StatusCode.PERMISSION_DENIED,
-           counted=False)
+    refuse(server, evaluator, lambda: report(server, impostor, [500.0]), grpc.StatusCode.PERMISSION_DENIED)
 
 
 @pytest.mark.parametrize("returns, version, expected", [
