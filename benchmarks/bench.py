@@ -79,7 +79,7 @@ from asyncrl.server.metrics import ServerMetrics  # noqa: E402
 from asyncrl.server.service import ParameterServerServicer  # noqa: E402
 from asyncrl.v1 import parameter_server_pb2 as pb  # noqa: E402
 from asyncrl.v1 import parameter_server_pb2_grpc as pb_grpc  # noqa: E402
-from asyncrl.worker.client import GrpcConnection, Update  # noqa: E402
+from asyncrl.worker.client import GrpcConnection, Update, load  # noqa: E402
 from asyncrl.worker.daemon import Worker  # noqa: E402
 from asyncrl.worker.rpc_process import ProcessCalls  # noqa: E402
 
@@ -299,8 +299,8 @@ def latency(calls: int, directory: Path, run: Run) -> dict:
         # Real gradients of the model layout: the Worker's own rollout and loss, at the server's weights.
         worker = Worker(connection, "bench-latency", 1, stop, overlap=False)
         registered = worker.register()
-        reply = connection.pull(registered.worker_id, -1)
-        worker.weights.copy_(reply.weights)
+        reply = connection.pull(registered.worker_id, None)
+        load(worker.weights, reply.weights)
         rollout = worker.actor.rollout(worker.model, worker.method.rollout_steps(worker.config))
         frames = rollout.steps * worker.actor.frames_per_step  # what the worker reports: T counts frames
         worker.actor.close()
@@ -308,16 +308,14 @@ def latency(calls: int, directory: Path, run: Run) -> dict:
             worker.target_weights.copy_(worker.weights)
         worker.method.loss(worker.model, worker.target_model, rollout, worker.config).total.backward()
         gradients = worker.gradients.clone()
-        state = {"version": reply.version, "sequence": 0}
+        state = {"versions": reply.versions}
 
         def pull() -> None:
-            connection.pull(registered.worker_id, -1)
+            connection.pull(registered.worker_id, None)
 
         def push() -> None:
-            state["sequence"] += 1
-            update = Update(state["version"], state["sequence"], frames, gradients)
-            answer = connection.start_push(registered.worker_id, update).result()
-            state["version"] = answer.version
+            update = Update(state["versions"], frames, gradients)
+            state["versions"] = connection.start_push(registered.worker_id, update).result().versions
 
         warm = max(10, calls // 10)
         pulls = timed(pull, calls, warm)

@@ -32,7 +32,7 @@ from asyncrl.server.registry import WorkerRegistry  # noqa: E402
 from asyncrl.server.restore import new_run  # noqa: E402
 from asyncrl.server.run import Run, Weights  # noqa: E402
 from asyncrl.v1 import parameter_server_pb2 as pb  # noqa: E402
-from asyncrl.worker.client import AnsweredPush, ServerReply, Update  # noqa: E402
+from asyncrl.worker.client import AnsweredPush, ServerReply, Update, Versions  # noqa: E402
 from asyncrl.worker.daemon import Worker  # noqa: E402
 
 MAX_MESSAGE_BYTES = 64 * 2**20  # ServerOptions.max_message_mb's default; only advertised, never enforced here
@@ -53,6 +53,7 @@ class InProcessConnection:
         self.run = Run(parts, run_config_message(config, parts.spec, MAX_MESSAGE_BYTES),
                        WorkerRegistry(silence_timeout=3600.0))
         self.secret = b""
+        self.applied = 0  # the sequence number of the last push applied
         self.push_seconds = 0.0  # time spent inside push (the update rule plus bookkeeping)
 
     def register(self, name: str, num_envs: int, algorithm: int, evaluation: bool = False
@@ -60,25 +61,26 @@ class InProcessConnection:
         if algorithm not in (pb.ALGORITHM_UNSPECIFIED, self.run.config_message.algorithm):
             raise ValueError(f"this run is {self.run.config.algo}; the worker asked for algorithm {algorithm}")
         record, seed = self.run.register(name, num_envs, evaluation)
-        self.secret = record.secret
+        self.secret, self.applied = record.secret, 0
         return pb.RegisterWorkerResponse(worker_id=record.worker_id, seed=seed, config=self.run.config_message,
                                          heartbeat_interval_seconds=5.0, worker_secret=record.secret)
 
-    def pull(self, worker_id: int, have_version: int, have_target_version: int = -1) -> ServerReply:
+    def pull(self, worker_id: int, have: Versions | None, have_target: Versions | None = None) -> ServerReply:
         self.run.worker(worker_id, self.secret)
         weights = self.run.pull()
         target = weights.target
-        return self._reply(weights, have_version != weights.snapshot.version,
-                           target.parameters if target is not None and have_target_version != target.version else None)
+        return self._reply(weights, have != (weights.snapshot.version,),
+                           target.parameters if target is not None and have_target != (target.version,) else None)
 
     def start_push(self, worker_id: int, update: Update) -> AnsweredPush:
         started = time.perf_counter()
         request = pb.PushGradientsRequest(
-            worker_id=worker_id, base_version=update.base_version, sequence_number=update.sequence_number,
+            worker_id=worker_id, base_version=update.base_versions[0], sequence_number=self.applied + 1,
             frames=update.frames, episodes=[pb.EpisodeResult(episode_return=r, length=n) for r, n in update.episodes],
             epsilons=update.epsilons, metrics=update.metrics, worker_secret=self.secret,
         )
         weights = self.run.push(self.run.worker(worker_id, self.secret), request, update.gradients)
+        self.applied += 1
         reply = self._reply(weights, not weights.training_done, None)
         self.push_seconds += time.perf_counter() - started
         return AnsweredPush(reply)
@@ -86,8 +88,9 @@ class InProcessConnection:
     @staticmethod
     def _reply(weights: Weights, with_parameters: bool, target_parameters: torch.Tensor | None) -> ServerReply:
         snapshot = weights.snapshot
-        return ServerReply(snapshot.version, snapshot.global_frames, weights.training_done,
-                           snapshot.parameters if with_parameters else None, weights.target_version, target_parameters)
+        return ServerReply((snapshot.version,), snapshot.global_frames, weights.training_done,
+                           ((0, snapshot.parameters),) if with_parameters else (), (weights.target_version,),
+                           ((0, target_parameters),) if target_parameters is not None else ())
 
 
 def measure(config: RunConfig, num_envs: int, warmup: float, seconds: float) -> dict:

@@ -104,13 +104,11 @@ def push_latency(server: SecureServer, security: ClientSecurity, calls: int) -> 
     try:
         registered = connection.register("bench-security", 1, pb.ALGORITHM_UNSPECIFIED)
         gradients = torch.zeros(connection.layout.total)
-        state = {"version": 0, "sequence": 0}
+        state = {"versions": (0,)}
 
         def push() -> None:
-            state["sequence"] += 1
-            reply = connection.start_push(registered.worker_id,
-                                          Update(state["version"], state["sequence"], 5, gradients)).result()
-            state["version"] = reply.version
+            update = Update(state["versions"], 5, gradients)
+            state["versions"] = connection.start_push(registered.worker_id, update).result().versions
 
         return timed(push, calls, max(10, calls // 10))
     finally:

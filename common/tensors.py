@@ -136,6 +136,14 @@ class FlatLayout:
         raise IndexError(f"element {index} is past the layout's {self.total}")
 
 
+SLICE = "slice"  # the name of the one tensor a sliced request or reply carries (docs/sharding.md)
+
+
+def slice_layout(length: int) -> FlatLayout:
+    """A shard's slice of the flat vector as the one tensor sliced requests and replies carry."""
+    return FlatLayout([pb.TensorSpec(name=SLICE, shape=[length])])
+
+
 def flat_norm(flat: torch.Tensor) -> float:
     """The L2 norm gradient clipping divides by, in one place for both sides of a sharded server.
 

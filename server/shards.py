@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from asyncrl.common.config import ConfigError, ServerOptions
-from asyncrl.common.tensors import FlatLayout
+from asyncrl.common.tensors import FlatLayout, slice_layout
 from asyncrl.v1 import parameter_server_pb2 as pb
 
-SLICE = "slice"  # the name of the one tensor a sliced request or reply carries
 MIN_KEY_BYTES = 16
 
 
@@ -59,7 +58,7 @@ class ShardMap:
 
     def slice_layout(self) -> FlatLayout:
         """This shard's slice as the one tensor sliced requests and replies carry."""
-        return FlatLayout([pb.TensorSpec(name=SLICE, shape=[self.length])])
+        return slice_layout(self.length)
 
     def infos(self) -> list[pb.ShardInfo]:
         """The slice map for RegisterWorkerResponse.shards: shard 0's address is empty (the one registered with)."""

@@ -1,4 +1,4 @@
-"""The worker's RPC process (asyncrl.worker.rpc_process): ordered replies, typed errors, stops, and its lifetime."""
+"""The worker's RPC process (asyncrl.worker.rpc_process): ordered replies, the call outcomes, stops, its lifetime."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ import threading
 import time
 from pathlib import Path
 
-import grpc
 import pytest
 import torch
 
 from asyncrl.common import tensors
 from asyncrl.common.config import WorkerOptions
 from asyncrl.v1 import parameter_server_pb2 as pb
-from asyncrl.worker.calls import Refused, StaleGradients, Stopped, UnknownWorker
-from asyncrl.worker.rpc_process import ProcessCalls, RpcProcessDied
+from asyncrl.worker.calls import ChannelCalls
+from asyncrl.worker.outcomes import Refused, RpcProcessDied, StaleGradients, Stopped, UnknownWorker
+from asyncrl.worker.rpc_process import ProcessCalls
 from conftest import Process
 
 
@@ -48,16 +48,19 @@ def _running(pid: int) -> bool:
         return False
 
 
-def test_calls_answer_replies_and_typed_errors(server_factory) -> None:
+@pytest.mark.parametrize("kind", [ProcessCalls, ChannelCalls])
+def test_calls_answer_replies_and_the_same_outcomes_in_the_rpc_process_and_in_the_callers(server_factory, kind) -> None:
+    """Made by the child process or in the caller's thread, a call ends in its reply or the same outcome."""
     server = server_factory("--max-staleness", "1", "--target-return", "none")
-    calls = ProcessCalls(WorkerOptions(server=server.address), threading.Event())
+    calls = kind(WorkerOptions(server=server.address), threading.Event())
     try:
         registered = pb.RegisterWorkerResponse.FromString(
             calls.call("RegisterWorker", pb.RegisterWorkerRequest(name="rpc", num_envs=1).SerializeToString()))
         worker, layout = registered, tensors.FlatLayout(registered.config.model.layout)
         first = calls.start("PushGradients", _push(worker, layout, 0, 1))
-        with pytest.raises(RuntimeError, match="one call at a time"):
-            calls.start("PullWeights", _pull(worker, -1))
+        if kind is ProcessCalls:
+            with pytest.raises(RuntimeError, match="one call at a time"):
+                calls.start("PullWeights", _pull(worker, -1))
         assert pb.PushGradientsResponse.FromString(first()).version == 1
         second = pb.PushGradientsResponse.FromString(calls.call("PushGradients", _push(worker, layout, 0, 2)))
         assert second.version == 2 and len(second.parameters) == len(layout.specs)
@@ -69,14 +72,15 @@ def test_calls_answer_replies_and_typed_errors(server_factory) -> None:
         del short.gradients[-1]
         with pytest.raises(Refused, match="tensor") as refused:
             calls.call("PushGradients", short.SerializeToString())
-        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert refused.value.code == "INVALID_ARGUMENT" and str(refused.value).startswith("INVALID_ARGUMENT: ")
         current = pb.PullWeightsResponse.FromString(calls.call("PullWeights", _pull(worker, 2)))
         assert (current.version, len(current.parameters)) == (2, 0)
         full = pb.PullWeightsResponse.FromString(calls.call("PullWeights", _pull(worker, -1)))
         assert torch.equal(layout.decode(full.parameters), layout.decode(second.parameters))
     finally:
         calls.close()
-    assert calls.process.returncode == 0  # it ended because its stdin closed
+    if kind is ProcessCalls:
+        assert calls.process.returncode == 0  # it ended because its stdin closed
 
 
 def _unreachable() -> str:

@@ -1,6 +1,8 @@
-"""Serialized requests in, serialized replies out: the RPCs under a GrpcConnection, with retries and typed errors.
+"""Serialized requests in, serialized replies out: the RPCs under a GrpcConnection, with retries.
 
-This module does not import torch, so that the process worker/rpc_process.py starts stays small.
+A gRPC status ends here: a transient one is retried, any other becomes one of the outcomes of
+asyncrl.worker.outcomes. This module does not import torch, so that the process
+worker/rpc_process.py starts stays small.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import grpc
 from asyncrl.common.config import WorkerOptions
 from asyncrl.common.security import client_channel
 from asyncrl.v1 import parameter_server_pb2 as pb
+from asyncrl.worker.outcomes import Refused, StaleGradients, Stopped, UnknownWorker
 
 log = logging.getLogger(__name__)
 
@@ -28,38 +31,13 @@ SERVICE = f"/{pb.DESCRIPTOR.services_by_name['ParameterServerService'].full_name
 TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
 
 
-class UnknownWorker(Exception):
-    """The server does not know this worker id (it restarted): register again."""
-
-
-class StaleGradients(Exception):
-    """The server refused gradients computed against too old a version: pull and recompute."""
-
-
-class Stopped(Exception):
-    """The worker was asked to stop while waiting to retry."""
-
-
-class Refused(grpc.RpcError):
-    """A call refused for good (not transient, not NOT_FOUND or ABORTED): a misconfiguration to report."""
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(f"{code.name}: {details}")
-        self._code, self._details = code, details
-
-    def code(self) -> grpc.StatusCode:
-        return self._code
-
-    def details(self) -> str:
-        return self._details
-
-
 class Calls(Protocol):
     """RPCs by method name (RegisterWorker, PullWeights, PushGradients), on serialized messages.
 
-    call() and the receivers start() returns raise UnknownWorker (NOT_FOUND), StaleGradients
-    (ABORTED), Stopped or Refused; transient failures are retried until the stop event is set.
-    One call at a time: a call may start once the previous one's reply has been taken.
+    call() and the receivers start() returns raise the outcomes of asyncrl.worker.outcomes:
+    UnknownWorker (NOT_FOUND), StaleGradients (ABORTED), Refused (any other code that is not
+    transient), Stopped; transient failures are retried until the stop event is set. One call
+    at a time: a call may start once the previous one's reply has been taken.
     """
 
     def call(self, method: str, request: bytes) -> bytes: ...
@@ -72,7 +50,12 @@ class Calls(Protocol):
 
 
 class ChannelCalls:
-    """Blocking calls on one channel, in the caller's thread, with capped, jittered exponential backoff."""
+    """Blocking calls on one channel, in the caller's thread, with capped, jittered exponential backoff.
+
+    start() makes the whole call before it returns: the caller's thread is the only one, so
+    nothing travels while the caller works (the RPC process, asyncrl.worker.rpc_process, is
+    what overlaps them).
+    """
 
     def __init__(self, options: WorkerOptions, stop: threading.Event, seed: int = 0) -> None:
         self.options = options
@@ -104,16 +87,20 @@ class ChannelCalls:
             except grpc.RpcError as error:
                 code = error.code()
                 if code == grpc.StatusCode.NOT_FOUND:
-                    raise UnknownWorker(error.details()) from None
+                    raise UnknownWorker(error.details() or "") from None
                 if code == grpc.StatusCode.ABORTED:
-                    raise StaleGradients(error.details()) from None
+                    raise StaleGradients(error.details() or "") from None
                 if code not in TRANSIENT:
-                    raise Refused(code, error.details()) from None
+                    raise Refused(code.name, error.details() or "") from None
                 wait = self._jitter.uniform(delay / 2, delay)
                 log.warning("server %s: %s (%s); retrying in %.2fs", self.options.server, code.name, error.details(), wait)
                 if self.stop.wait(wait):
                     raise Stopped() from None
                 delay = min(delay * 2, self.options.max_backoff)
+
+    def start(self, method: str, request: bytes) -> Callable[[], bytes]:
+        reply = self.call(method, request)
+        return lambda: reply
 
     def close(self) -> None:
         self.channel.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -9,7 +10,6 @@ import socket
 import threading
 from dataclasses import dataclass
 
-import grpc
 import numpy as np
 import torch
 
@@ -22,11 +22,11 @@ from asyncrl.common.seeding import derive_seed
 from asyncrl.v1 import parameter_server_pb2 as pb
 from asyncrl.worker.actor import Actor
 from asyncrl.worker.policies import EpsilonGreedyPolicy, GaussianPolicy, SoftmaxPolicy, draw_final_epsilon
-from asyncrl.worker.calls import StaleGradients, UnknownWorker
-from asyncrl.worker.client import Connection, GrpcConnection, PendingPush, ServerReply, Update
+from asyncrl.worker.client import Connection, GrpcConnection, PendingPush, ServerReply, Update, Versions, load
 from asyncrl.worker.evaluation_worker import EvaluationWorker
 from asyncrl.worker.loop import run_until_done
-from asyncrl.worker.rpc_process import ProcessCalls, RpcProcessDied
+from asyncrl.worker.outcomes import CallFailed, Refused, StaleGradients, UnknownWorker
+from asyncrl.worker.rpc_process import ProcessCalls
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,10 @@ class Worker:
         reply = self.connection.register(self.name, self.num_envs, wire)
         self.worker_id, self.config = reply.worker_id, reply.config
         self.method = METHODS_BY_WIRE[self.config.algorithm]
-        self.sequence_number, self.version, self.target_version = 0, -1, -1
-        self.server_target_version = 0
+        # A version per shard (one for a server of one process); None: no weights yet, or a refused push: pull all.
+        self.version: Versions | None = None
+        self.target_version: Versions | None = None
+        self.server_target_version: Versions = ()
         if self.actor is None:
             self._build(reply.seed)
         log.info("registered as worker %d (seed %d) for %s on %s", self.worker_id, reply.seed,
@@ -117,10 +119,10 @@ class Worker:
         the target network has changed.
         """
         assert self.model is not None and self.actor is not None
-        if self._needs_pull() and (self._finish_push() or (self._needs_pull() and self._sync(
-                self.connection.pull(self.worker_id, self.version, self.target_version)))):
+        if self._needs_pull() and self._catch_up():
             return True
-        base_version = self.version
+        assert self.version is not None
+        base_versions = self.version
         rollout = self.actor.rollout(self.model, self.method.rollout_steps(self.config))
         with self.dead_units.measuring():
             loss = self.method.loss(self.model, self.target_model, rollout, self.config)
@@ -130,34 +132,43 @@ class Worker:
         self.pending_episodes += self.actor.take_finished_episodes()
         if self._finish_push():
             return True
-        self.sequence_number += 1
         # At most what the contract allows one push; the rest (only after refused pushes) goes with the next.
         most = max_episodes_per_push(self.config, self.num_envs)
         episodes, self.pending_episodes = self.pending_episodes[:most], self.pending_episodes[most:]
         epsilons = self.policy.epsilons.tolist() if isinstance(self.policy, EpsilonGreedyPolicy) else []
-        update = Update(base_version, self.sequence_number, rollout.steps * self.actor.frames_per_step,
-                        self.gradients, episodes, epsilons, metrics)
+        update = Update(base_versions, rollout.steps * self.actor.frames_per_step, self.gradients, episodes, epsilons,
+                        metrics)
         self.in_flight = _PushInFlight(self.connection.start_push(self.worker_id, update), episodes)
         return False if self.overlap else self._finish_push()
 
     def _needs_pull(self) -> bool:
-        return self.version < 0 or (self.method.value_based and self.target_version != self.server_target_version)
+        """No weights (or a push was refused), or the server's target network is not the worker's."""
+        return self.version is None or (self.method.value_based and self.target_version != self.server_target_version)
+
+    def _catch_up(self) -> bool:
+        """Gets what _needs_pull lacks: the push in flight's reply may bring it, else a pull does; returns whether
+        training is over."""
+        if self._finish_push():
+            return True
+        if self._needs_pull():
+            return self._sync(self.connection.pull(self.worker_id, self.version, self.target_version))
+        return False
 
     def _finish_push(self) -> bool:
         """Takes the reply of the push in flight, if any; returns whether training is over.
 
-        A refused push gives its episodes back to the next one, and its sequence number (the server
-        takes exactly one above the last applied); a stale one forces a pull.
+        A refused push gives its episodes back to the next one (unless shard 0 of a sharded server
+        took them) and forces a pull.
         """
         if self.in_flight is None:
             return False
         push, self.in_flight = self.in_flight, None
         try:
             reply = push.reply.result()
-        except (StaleGradients, UnknownWorker):
-            self.pending_episodes = push.episodes + self.pending_episodes
-            self.sequence_number -= 1
-            self.version = -1
+        except (StaleGradients, UnknownWorker) as refusal:
+            if not refusal.episodes_taken:
+                self.pending_episodes = push.episodes + self.pending_episodes
+            self.version = None
             raise
         self.pushes += 1
         return self._sync(reply)
@@ -165,13 +176,13 @@ class Worker:
     def _sync(self, reply: ServerReply) -> bool:
         """Loads the reply's weights and target weights, if any; returns whether training is over."""
         assert self.model is not None
-        if reply.weights is not None:
-            self.weights.copy_(reply.weights)
-            self.version = reply.version
-        if reply.target_weights is not None and self.target_model is not None:
-            self.target_weights.copy_(reply.target_weights)
-            self.target_version = reply.target_version
-        self.server_target_version = reply.target_version
+        if reply.weights:
+            load(self.weights, reply.weights)
+            self.version = reply.versions
+        if reply.target_weights and self.target_model is not None:
+            load(self.target_weights, reply.target_weights)
+            self.target_version = reply.target_versions
+        self.server_target_version = reply.target_versions
         if isinstance(self.policy, EpsilonGreedyPolicy):
             self.policy.set_global_frames(reply.global_frames)
         return reply.training_done
@@ -192,7 +203,11 @@ def run_worker(options: WorkerOptions) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda _signum, _frame: stop.set())
     name = options.name or f"{socket.gethostname()}-{os.getpid()}"
-    connection = GrpcConnection(options.dtype, ProcessCalls(options, stop, seed=os.getpid()))
+
+    def calls_to(address: str) -> ProcessCalls:  # the server, and each shard of a sharded one
+        return ProcessCalls(dataclasses.replace(options, server=address), stop, seed=os.getpid())
+
+    connection = GrpcConnection(options.dtype, calls_to(options.server), connect=calls_to)
     worker: Worker | EvaluationWorker
     if options.eval:
         worker = EvaluationWorker(connection, name, options.envs, stop)
@@ -200,11 +215,11 @@ def run_worker(options: WorkerOptions) -> int:
         worker = Worker(connection, name, options.envs, stop, options.algo, overlap=not options.sync)
     try:
         return worker.run()
-    except grpc.RpcError as error:  # not transient: a misconfiguration the operator must fix
-        log.error("server %s refused this worker: %s: %s", options.server, error.code().name, error.details())
+    except Refused as refusal:  # not transient: a misconfiguration the operator must fix
+        log.error("server %s refused this worker: %s", options.server, refusal)
         return 1
-    except RpcProcessDied as error:
-        log.error("%s", error)
+    except CallFailed as failure:  # the RPC process died
+        log.error("%s", failure)
         return 1
     finally:
         stop.set()

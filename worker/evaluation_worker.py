@@ -25,7 +25,7 @@ from asyncrl.common.seeding import derive_seed
 from asyncrl.v1 import parameter_server_pb2 as pb
 from asyncrl.worker.actor import Actor
 from asyncrl.worker.loop import run_until_done
-from asyncrl.worker.client import GrpcConnection
+from asyncrl.worker.client import GrpcConnection, Versions, load
 from asyncrl.worker.policies import EvaluationPolicy
 
 log = logging.getLogger(__name__)
@@ -45,14 +45,14 @@ class EvaluationWorker:
         self.actor: Actor | None = None
         self.model: torch.nn.Module | None = None
         self.weights = torch.empty(0)
-        self.version = -1
+        self.version: Versions | None = None  # None: no weights yet
         self.episodes_reported = 0
 
     def register(self) -> None:
         """(Re-)registers as an evaluation worker; the first registration builds the model and env copies."""
         reply = self.connection.register(self.name, self.num_envs, pb.ALGORITHM_UNSPECIFIED, evaluation=True)
         self.worker_id, config = reply.worker_id, reply.config
-        self.version = -1
+        self.version = None
         if self.actor is None:
             method = METHODS_BY_WIRE[config.algorithm]
             self.model = build_model(config.model)
@@ -83,14 +83,15 @@ class EvaluationWorker:
         reply = self.connection.pull(self.worker_id, self.version)
         if reply.training_done:
             return True
-        if reply.weights is not None:
-            self.weights.copy_(reply.weights)
-            self.version = reply.version
+        if reply.weights:
+            load(self.weights, reply.weights)
+            self.version = reply.versions
+        assert self.version is not None  # a first pull always brings the weights
         self.actor.rollout(self.model, PLAY_STEPS)
         episodes = self.actor.take_finished_episodes()
         done = False
         for start in range(0, len(episodes), MAX_EVAL_EPISODES_PER_REPORT):
             chunk = episodes[start:start + MAX_EVAL_EPISODES_PER_REPORT]
-            done = self.connection.report_evaluation(self.worker_id, self.version, chunk).training_done
+            done = self.connection.report_evaluation(self.worker_id, self.version[0], chunk).training_done
             self.episodes_reported += len(chunk)
         return done

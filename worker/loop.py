@@ -8,7 +8,7 @@ import threading
 from typing import Protocol
 
 from asyncrl.worker.actor import Actor
-from asyncrl.worker.calls import StaleGradients, Stopped, UnknownWorker
+from asyncrl.worker.outcomes import StaleGradients, Stopped, UnknownWorker
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,8 @@ torch call in the loop releases the GIL and had to win it back: on CartPole a pu
 loop 0.4 ms of a 0.65 ms update. Here the loop only copies a serialized request into shared
 memory and later copies the serialized reply out of it; the child (`python -m
 asyncrl.worker.rpc_process`, which does not import torch) makes the call with ChannelCalls'
-deadlines and retries, and answers the reply or a typed error.
+deadlines and retries, and answers the reply or the call's outcome (asyncrl.worker.outcomes,
+encoded as a status byte and its details), which the worker raises as the same exception.
 
 The messages travel through one shared buffer (a memfd, or a temporary file where there is
 none), as large as the largest message allowed. Through pipes, 64 KB at a time, the 2.7 MB
@@ -38,20 +39,15 @@ import threading
 from collections.abc import Callable
 from typing import BinaryIO
 
-import grpc
-
 from asyncrl.common.cli import configure_logging  # also keeps large messages' buffers on the heap
 from asyncrl.common.config import WorkerOptions
-from asyncrl.worker.calls import ChannelCalls, Refused, StaleGradients, Stopped, UnknownWorker
+from asyncrl.worker import outcomes
+from asyncrl.worker.calls import ChannelCalls
+from asyncrl.worker.outcomes import RpcProcessDied, Stopped
 
 _REQUEST = struct.Struct("<HI")  # method name length, message length
-_REPLY = struct.Struct("<BI")  # status, payload length
-_OK, _UNKNOWN_WORKER, _STALE, _STOPPED, _REFUSED = range(5)
+_REPLY = struct.Struct("<BI")  # status (outcomes.REPLY or an outcome's), payload length
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
-
-
-class RpcProcessDied(RuntimeError):
-    """The child that makes the worker's RPCs exited: the worker cannot talk to the server."""
 
 
 class ProcessCalls:
@@ -116,17 +112,9 @@ class ProcessCalls:
         self._waiting = False
         status, length = _REPLY.unpack(header)
         payload = self._buffer[:length]
-        if status == _OK:
+        if status == outcomes.REPLY:
             return payload
-        details = payload.decode()
-        if status == _UNKNOWN_WORKER:
-            raise UnknownWorker(details)
-        if status == _STALE:
-            raise StaleGradients(details)
-        if status == _STOPPED:
-            raise Stopped()
-        code, _, details = details.partition(" ")
-        raise Refused(grpc.StatusCode[code], details)
+        raise outcomes.decode(status, payload)
 
     def _died(self) -> RpcProcessDied:
         return RpcProcessDied(f"the worker's RPC process exited (status {self.process.wait()}); see its log above")
@@ -167,15 +155,9 @@ def _serve(calls: ChannelCalls, buffer: mmap.mmap, requests: BinaryIO, replies: 
         method = requests.read(name_length).decode()
         request = buffer[:length]
         try:
-            status, payload = _OK, calls.call(method, request)
-        except UnknownWorker as error:
-            status, payload = _UNKNOWN_WORKER, str(error).encode()
-        except StaleGradients as error:
-            status, payload = _STALE, str(error).encode()
-        except Stopped:
-            status, payload = _STOPPED, b""
-        except Refused as error:
-            status, payload = _REFUSED, f"{error.code().name} {error.details()}".encode()
+            status, payload = outcomes.REPLY, calls.call(method, request)
+        except (outcomes.CallFailed, Stopped) as outcome:
+            status, payload = outcomes.encode(outcome)
         buffer[:len(payload)] = payload
         replies.write(_REPLY.pack(status, len(payload)))
         replies.flush()
