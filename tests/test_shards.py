@@ -1,14 +1,22 @@
-"""A sharded parameter server (docs/sharding.md): shard processes on 127.0.0.1, driven through the generated stubs.
+"""A sharded parameter server (docs/sharding.md): shard processes on 127.0.0.1, through the generated stubs and
+through real workers.
 
 One pusher sends a fixed, seeded sequence of gradients, large enough that clipping often
 acts, to a server of one process and to 2 and 3 shards: the parameters end byte-identical.
 The refusals a shard adds (an unsliced request, a registration or report off shard 0, a
-wrong secret, a worker it has not seen, a false gradient norm) change nothing.
+wrong secret, a worker it has not seen, a false gradient norm) change nothing. `asyncrl
+train --shards 2` learns CartPole with 2 workers; a shard stopped and resumed while shard 0
+serves on takes its workers back.
 """
 
 from __future__ import annotations
 
+import csv
 import math
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import grpc
@@ -17,7 +25,9 @@ import torch
 
 from asyncrl.common.tensors import FlatLayout, decode, encode, flat_norm
 from asyncrl.v1 import parameter_server_pb2 as pb
-from conftest import ServerProcess, code_of, register
+from asyncrl.common import checkpoint
+from conftest import CHILD_ENV, Process, ServerProcess, code_of, register, start_worker
+from deployment import free_port
 
 PUSHES = 30
 FRAMES = 5  # one CartPole rollout of t_max 5, one env copy
@@ -168,9 +178,92 @@ def test_a_shard_refuses_what_is_not_its_part_and_changes_nothing(two_shards):
 
 
 def test_a_sharded_server_needs_its_addresses_and_key(tmp_path):
-    from conftest import Process
     process = Process(["server", "--shards", "2", "--port", "0", "--checkpoint-dir", str(tmp_path / "c")],
                       tmp_path / "server.log")
     assert process.wait(timeout=60) == 2
     assert "--shard-addresses (ASYNCRL_SHARD_ADDRESSES)" in process.log()
     assert "Traceback" not in process.log()
+
+
+# As tests/test_e2e.py's one-process run: 2 workers x 4 env copies reach 195 in about 40k-100k frames here.
+FRAME_BUDGET = 400_000
+TARGET = 195.0
+
+
+def test_train_with_two_shards_learns_cartpole(tmp_path: Path):
+    """`asyncrl train --shards 2`: 2 shard processes and 2 workers reach a mean return of 195 within the budget;
+    both shards applied the run's pushes and wrote their final checkpoints."""
+    result = subprocess.run(
+        [sys.executable, "-m", "asyncrl", "train", "--run-dir", str(tmp_path), "--shards", "2", "--workers", "2",
+         "--envs", "4", "--seed", "7", "--target-return", str(TARGET), "--max-frames", str(FRAME_BUDGET),
+         "--progress-interval", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=CHILD_ENV, timeout=480,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    last = list(csv.DictReader(open(tmp_path / "progress.csv")))[-1]
+    assert float(last["mean_return_100"]) >= TARGET, last
+    assert int(last["global_frames"]) < FRAME_BUDGET
+    _, coordinator = checkpoint.load_latest(tmp_path / "checkpoints")
+    _, other = checkpoint.load_latest(tmp_path / "checkpoints-shard-1")
+    assert coordinator["training_done"] and coordinator["shard"] == {"index": 0, "count": 2}
+    assert other["shard"] == {"index": 1, "count": 2}
+    # Every push goes to both shards; each refuses its own stale ones, and a few are in flight at the end.
+    versions = coordinator["store"]["version"], other["store"]["version"]
+    assert min(versions) >= 0.9 * max(versions), versions
+    for log in ("worker-0.log", "worker-1.log", "server-shard-1.log"):
+        text = (tmp_path / log).read_text()
+        assert "Traceback" not in text and "refused this worker" not in text, text[-2000:]
+
+
+def wait_for(predicate, what: str, processes: list[Process], timeout: float = 240.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for process in processes:
+            assert process.popen.poll() is None, f"{process.args} exited:\n{process.log()[-3000:]}"
+        if value := predicate():
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_shard_stopped_and_resumed_while_shard_0_serves_takes_its_workers_back(tmp_path: Path):
+    """SIGTERM of shard 1 writes its checkpoint; shard 0 keeps serving meanwhile; shard 1 --resume'd on its port
+    starts from that checkpoint, and the workers (told NOT_FOUND there) register again and push to both."""
+    port = free_port()
+    key = tmp_path / "shard.key"
+    key.write_text("k" * 32)
+    shared = ["--shards", "2", "--shard-key-file", str(key), "--target-return", "none", "--max-frames", "10000000",
+              "--checkpoint-interval", "0", "--seed", "3"]
+    shard1_flags = [*shared, "--shard-index", "1", "--port", str(port)]
+    shard1 = ServerProcess(tmp_path / "shard1", *shard1_flags)
+    shard0 = ServerProcess(tmp_path / "shard0", *shared, "--shard-index", "0",
+                           "--shard-addresses", f"127.0.0.1:0,127.0.0.1:{port}")
+    workers = [start_worker(tmp_path, shard0.address, f"w{i}", "--envs", "2") for i in range(2)]
+    resumed = None
+    try:
+        wait_for(lambda: shard1.status().version > 100, "shard 1 to apply 100 pushes", [shard0, shard1, *workers])
+        shard1.signal(signal.SIGTERM)
+        assert shard1.wait(timeout=60) == 0, shard1.log()[-3000:]
+        path, state = checkpoint.load_latest(shard1.checkpoint_dir)
+        version = state["store"]["version"]
+        assert f"stopped at T={state['store']['global_frames']}, version {version}" in shard1.log()
+
+        # Shard 0 serves on; the workers wait for shard 1 (retrying), rather than exit.
+        serving = shard0.status()
+        time.sleep(2.0)
+        assert shard0.status().global_frames >= serving.global_frames
+        assert all(worker.popen.poll() is None for worker in workers)
+
+        resumed = ServerProcess(tmp_path / "shard1", *shard1_flags, "--resume")
+        assert resumed.port == port and f"resuming from {path}" in resumed.log()
+        wait_for(lambda: all("registering again" in worker.log() for worker in workers),
+                 "both workers to register again", [shard0, resumed, *workers])
+        base0, base1 = shard0.status().version, resumed.status().version
+        wait_for(lambda: resumed.status().version > base1 + 50 and shard0.status().version > base0 + 50,
+                 "both shards to apply the workers' pushes again", [shard0, resumed, *workers])
+        assert resumed.status().global_frames > state["store"]["global_frames"] and base1 >= version
+        assert all("Traceback" not in worker.log() for worker in workers)
+        assert "bad_sequence" not in shard0.log() + resumed.log()
+    finally:
+        for process in [*workers, shard0, shard1, *([resumed] if resumed else [])]:
+            process.stop()
