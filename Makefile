@@ -10,7 +10,7 @@ BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/.bin/buf
 GENERATED := proto/asyncrl/v1/parameter_server_pb2.py proto/asyncrl/v1/parameter_server_pb2_grpc.py
 
-.PHONY: all install train test proto lint bench bench-atari bench-learn bench-security bench-capacity clean
+.PHONY: all install train test proto lint bench bench-atari bench-learn bench-security bench-capacity bench-shards clean
 
 all: test
 
@@ -76,6 +76,11 @@ bench-security: install
 # Add N = 8 with: .venv/bin/python benchmarks/capacity.py --workers 1 2 4 8
 bench-capacity: install
 	$(PY) benchmarks/capacity.py
+
+# Updates/s of a server of one process and of 2 shards, N = 1, 2, 4 synthetic workers through the worker's own
+# connection: Pong and CartPole layouts, fp32 (about 3 minutes on 2 cores).
+bench-shards: install
+	$(PY) benchmarks/shards.py
 
 clean:
 	rm -rf $(VENV) .tools runs build *.egg-info

@@ -59,7 +59,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -178,13 +178,13 @@ class Child:
 class Server(Child):
     """`asyncrl server` on 127.0.0.1 with a free port, for a run that never ends by itself."""
 
-    def __init__(self, directory: Path, run: Run) -> None:
+    def __init__(self, directory: Path, run: Run, flags: Sequence[str] = ()) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         port_file = directory / "server.port"
         super().__init__(
             ["server", *run.run_flags(), "--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file),
              "--checkpoint-dir", str(directory / "checkpoints"), "--checkpoint-interval", "0",
-             "--target-return", "none", "--max-frames", NO_END, "--log-level", "WARNING"],
+             "--target-return", "none", "--max-frames", NO_END, "--log-level", "WARNING", *flags],
             directory / "server.log",
         )
         deadline = time.monotonic() + 60

@@ -35,7 +35,7 @@ import multiprocessing
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -156,10 +156,11 @@ def echo_server(reply_bytes: int, port: Connection) -> None:
 # --- measuring --------------------------------------------------------------------------------------
 
 
-def measure(target: Callable[..., None], args: tuple, workers: int, server_pid: int, warmup: float, seconds: float,
-            count: Callable[[], int] | None = None) -> tuple[float, float, list[float], list]:
+def measure(target: Callable[..., None], args: tuple, workers: int, server_pids: Sequence[int], warmup: float,
+            seconds: float, count: Callable[[], int] | None = None) -> tuple[float, float, list[float], list]:
     """Starts the clients and times a window after warmup: (calls/s, server CPU per call, round trips, what each
-    client said when ready). Calls are counted by count (the server's own counter) or, without it, as the
+    client said when ready). The server's CPU is that of every process in server_pids (the shards of a sharded
+    server). Calls are counted by count (the server's own counter) or, without it, as the
     clients' calls that ended in the window; round trips are those of the calls that began in it."""
     start, stop = CONTEXT.Event(), CONTEXT.Event()
     pipes = [CONTEXT.Pipe(duplex=False) for _ in range(workers)]
@@ -171,9 +172,9 @@ def measure(target: Callable[..., None], args: tuple, workers: int, server_pid: 
         said = [receiver.recv() for receiver, _ in pipes]
         start.set()
         time.sleep(warmup)
-        counted, cpu, began = count() if count else 0, _tree_cpu_seconds(server_pid), time.monotonic()
+        counted, cpu, began = count() if count else 0, server_cpu(server_pids), time.monotonic()
         time.sleep(seconds)
-        counted, cpu, ended = (count() - counted if count else 0), _tree_cpu_seconds(server_pid) - cpu, time.monotonic()
+        counted, cpu, ended = (count() - counted if count else 0), server_cpu(server_pids) - cpu, time.monotonic()
         stop.set()
         calls = [call for receiver, _ in pipes for call in receiver.recv()]
     finally:
@@ -190,8 +191,8 @@ def measure(target: Callable[..., None], args: tuple, workers: int, server_pid: 
 
 def measure_server(server: Server, config: Config, warmup: float, seconds: float) -> Window:
     """N pushers against server, counted by its updates_applied."""
-    rate, cpu, round_trips, sizes = measure(pusher, (server.address, config.dtype), config.workers, server.popen.pid,
-                                            warmup, seconds, lambda: server.status().updates_applied)
+    rate, cpu, round_trips, sizes = measure(pusher, (server.address, config.dtype), config.workers,
+                                            [server.popen.pid], warmup, seconds, lambda: server.status().updates_applied)
     return Window(rate, cpu, round_trips, *sizes[0])
 
 
@@ -202,12 +203,16 @@ def measure_echo(config: Config, request_bytes: int, reply_bytes: int, warmup: f
     process.start()
     try:
         address = f"127.0.0.1:{receiver.recv()}"
-        rate, cpu, round_trips, _ = measure(echo_client, (address, request_bytes), config.workers, process.pid,
+        rate, cpu, round_trips, _ = measure(echo_client, (address, request_bytes), config.workers, [process.pid],
                                             warmup, seconds)
     finally:
         process.kill()
         process.join()
     return Window(rate, cpu, round_trips, request_bytes, reply_bytes)
+
+
+def server_cpu(pids: Sequence[int]) -> float:
+    return sum(_tree_cpu_seconds(pid) for pid in pids)
 
 
 # --- report ------------------------------------------------------------------------------------------
