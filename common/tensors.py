@@ -89,14 +89,17 @@ class FlatLayout:
         return [part.view(shape) for part, shape in zip(flat.split(self.sizes), self.shapes)]
 
     def encode(self, flat: torch.Tensor, dtype: int = pb.DTYPE_FLOAT32) -> list[pb.Tensor]:
-        """The flat vector on the wire: converted to the wire dtype once, then one Tensor per layout entry."""
+        """The flat vector on the wire: converted to the wire dtype once, then one Tensor per layout entry.
+
+        Each entry's bytes are copied straight from the converted vector: a tobytes() of the whole
+        and a slice of that per entry would copy every byte twice (a Tensor copies its data again).
+        """
         converted = flat.detach().to(TORCH_DTYPES[dtype]).contiguous()
-        raw = (converted.view(torch.int16) if dtype == pb.DTYPE_BFLOAT16 else converted).numpy().tobytes()
-        itemsize = TORCH_DTYPES[dtype].itemsize
+        array = (converted.view(torch.int16) if dtype == pb.DTYPE_BFLOAT16 else converted).numpy()
         messages, offset = [], 0
         for spec, size in zip(self.specs, self.sizes):
-            end = offset + size * itemsize
-            messages.append(pb.Tensor(name=spec.name, dtype=dtype, shape=spec.shape, data=raw[offset:end]))
+            end = offset + size
+            messages.append(pb.Tensor(name=spec.name, dtype=dtype, shape=spec.shape, data=array[offset:end].tobytes()))
             offset = end
         return messages
 
