@@ -10,7 +10,7 @@ BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/.bin/buf
 GENERATED := proto/asyncrl/v1/parameter_server_pb2.py proto/asyncrl/v1/parameter_server_pb2_grpc.py
 
-.PHONY: all install train test proto lint bench bench-atari bench-learn bench-security bench-capacity bench-shards clean
+.PHONY: all install train test proto lint bench bench-atari bench-learn bench-security bench-capacity bench-profile bench-shards clean
 
 all: test
 
@@ -76,6 +76,11 @@ bench-security: install
 # Add N = 8 with: .venv/bin/python benchmarks/capacity.py --workers 1 2 4 8
 bench-capacity: install
 	$(PY) benchmarks/capacity.py
+
+# Where a Pong push's server time goes: py-spy on a live server under one synthetic pusher (about a minute).
+bench-profile: install
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) benchmarks/push_profile.py
 
 # Updates/s of a server of one process and of 2 shards, N = 1, 2, 4 synthetic workers through the worker's own
 # connection: Pong and CartPole layouts, fp32 (about 3 minutes on 2 cores).

@@ -82,7 +82,7 @@ class Config:
 # --- the clients (each in its own process) --------------------------------------------------------
 
 
-def _run_loop(call: Callable[[], object], start: Event, stop: Event, results: Connection) -> None:
+def run_loop(call: Callable[[], object], start: Event, stop: Event, results: Connection) -> None:
     """Once start is set, calls call until stop is set; then sends each call's (start, end) on the monotonic clock."""
     start.wait()
     calls: list[tuple[float, float]] = []
@@ -109,7 +109,7 @@ def pusher(address: str, dtype: str, ready: Connection, start: Event, stop: Even
         while (first := push_once(stub, request, pull)) is None:  # stale only if others pushed 32 meanwhile
             pass
         ready.send((request.ByteSize(), first.ByteSize()))
-        _run_loop(lambda: push_once(stub, request, pull), start, stop, ready)
+        run_loop(lambda: push_once(stub, request, pull), start, stop, ready)
 
 
 def push_once(stub: pb_grpc.ParameterServerServiceStub, request: pb.PushGradientsRequest,
@@ -135,7 +135,7 @@ def echo_client(address: str, request_bytes: int, ready: Connection, start: Even
         payload = bytes(request_bytes)
         echo(payload, timeout=30)
         ready.send(None)
-        _run_loop(lambda: echo(payload, timeout=30), start, stop, ready)
+        run_loop(lambda: echo(payload, timeout=30), start, stop, ready)
 
 
 # --- the echo server (its own process) ------------------------------------------------------------

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from bench import Run, Server, machine, note, percentile  # benchmarks/ is on sys.path
-from capacity import CONTEXT, FRAMES, PRELOAD, SHORT_DTYPE, _run_loop, measure, ms
+from capacity import CONTEXT, FRAMES, PRELOAD, SHORT_DTYPE, run_loop, measure, ms
 from asyncrl.common.config import WorkerOptions
 from asyncrl.v1 import parameter_server_pb2 as pb
 from asyncrl.worker.client import GrpcConnection, Update
@@ -76,7 +76,7 @@ def pusher(address: str, dtype: str, ready: Connection, start: Event, stop: Even
 
     push()
     ready.send(None)
-    _run_loop(push, start, stop, ready)
+    run_loop(push, start, stop, ready)
     connection.close()
 
 
