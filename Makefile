@@ -72,8 +72,7 @@ bench-security: install
 	$(PY) benchmarks/security_cost.py
 
 # What one server process sustains against N synthetic pushers (no envs), beside a raw gRPC echo of the same
-# payloads in the same run: CartPole and Pong layouts, fp32 and fp16, N = 1, 2, 4 (about 5 minutes on 2 cores).
-# Add N = 8 with: .venv/bin/python benchmarks/capacity.py --workers 1 2 4 8
+# payloads in the same run: CartPole and Pong layouts, fp32 and fp16, N = 1, 2, 4, 8 (about 7 minutes on 2 cores).
 bench-capacity: install
 	$(PY) benchmarks/capacity.py
 

@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env-ids", nargs="+", default=["CartPole-v1", "ALE/Pong-v5"])
     parser.add_argument("--dtypes", nargs="+", default=["float32", "float16"], choices=sorted(SHORT_DTYPE))
-    parser.add_argument("--workers", nargs="+", type=int, default=[1, 2, 4], help="values of N (add 8 for 8)")
+    parser.add_argument("--workers", nargs="+", type=int, default=[1, 2, 4, 8], help="values of N")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of pushing before each window")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds of each window")
     args = parser.parse_args(argv)
