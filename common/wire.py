@@ -67,7 +67,7 @@ def _continuous_spec(network: str, config: RunConfig, observation_shape: tuple[i
         raise ConfigError(f"--network {network}: continuous actions ({config.env_id}) need mlp-separate (vector "
                           "observations) or atari (images)")
     return pb.ModelSpec(
-        architecture=f"{'mlp' if network == 'mlp-separate' else 'atari'}_gaussian_actor_critic",
+        architecture=f"{'mlp' if network == 'mlp-separate' else 'atari'}_bounded_gaussian_actor_critic",
         observation_shape=list(observation_shape),
         hidden_sizes=list(config.hidden_sizes),
         action_kind=pb.ACTION_KIND_CONTINUOUS,

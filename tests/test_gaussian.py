@@ -75,7 +75,7 @@ def pendulum_config(**overrides) -> RunConfig:
 
 def test_a_box_action_env_gets_a_gaussian_spec_and_value_methods_are_refused():
     spec = model_spec(pendulum_config())
-    assert spec.architecture == "mlp_gaussian_actor_critic" and spec.action_kind == pb.ACTION_KIND_CONTINUOUS
+    assert spec.architecture == "mlp_bounded_gaussian_actor_critic" and spec.action_kind == pb.ACTION_KIND_CONTINUOUS
     assert (spec.num_actions, spec.action_dim, list(spec.action_low), list(spec.action_high)) == (0, 1, [-2.0], [2.0])
     assert model_spec(RunConfig()).action_kind == pb.ACTION_KIND_DISCRETE  # CartPole
     for algo in ("q1", "sarsa1", "nstep-q"):
@@ -83,11 +83,40 @@ def test_a_box_action_env_gets_a_gaussian_spec_and_value_methods_are_refused():
             model_spec(pendulum_config(algo=algo))
 
 
-def test_the_network_outputs_mean_and_a_positive_variance():
+def test_the_network_outputs_a_mean_within_the_bounds_and_a_positive_variance():
     model = build_model(model_spec(pendulum_config()))
     outputs, values = model(torch.randn(5, 3) * 100)
     assert is_continuous(model) and outputs.shape == (5, 2, 1) and values.shape == (5,)
-    assert (outputs[:, 1] > 0).all()
+    assert (outputs[:, 1] > 0).all() and (outputs[:, 0].abs() <= 2.0).all()
+
+
+@pytest.mark.parametrize("network", ["mlp", "atari"])
+def test_the_mean_stays_within_finite_bounds_and_is_linear_where_a_bound_is_infinite(network: str):
+    """mu = centre + half_range * tanh(linear): within [low, high] however large the pre-activation, and the
+    linear layer's output itself on a dimension without finite bounds."""
+    shape = [3] if network == "mlp" else [4, 84, 84]
+    spec = pb.ModelSpec(architecture=f"{network}_bounded_gaussian_actor_critic", observation_shape=shape,
+                        hidden_sizes=[8], action_kind=pb.ACTION_KIND_CONTINUOUS, action_dim=3,
+                        action_low=[-2.0, 0.0, -math.inf], action_high=[2.0, 10.0, math.inf])
+    model = build_model(spec)
+    with torch.no_grad():
+        model.policy.mean.bias.copy_(torch.tensor([1e6, -1e6, 1e6]))
+    observations = torch.zeros(2, *shape) if network == "mlp" else torch.zeros(2, *shape, dtype=torch.uint8)
+    mean = model(observations)[0][:, 0]
+    assert mean[:, 0].tolist() == [2.0, 2.0] and mean[:, 1].tolist() == [0.0, 0.0]
+    assert mean[:, 2].tolist() == pytest.approx([1e6, 1e6], rel=1e-3)
+    with torch.no_grad():
+        model.policy.mean.bias.zero_()
+        model.policy.mean.weight.zero_()
+    assert model(observations)[0][:, 0].tolist() == [[0.0, 5.0, 0.0]] * 2  # the centre of the bounds
+    assert not any("centre" in name or "half_range" in name for name, _ in model.named_parameters())
+
+
+def test_bounds_of_the_wrong_length_are_refused():
+    spec = model_spec(pendulum_config())
+    del spec.action_high[:]
+    with pytest.raises(ValueError, match="action bounds of 0 dimensions, action_dim 1"):
+        build_model(spec)
 
 
 def test_gaussian_policy_samples_from_mean_and_variance():
