@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from asyncrl.common.algorithms.a3c import actor_critic_loss, rollout_loss
-from asyncrl.common.algorithms.gaussian import gaussian_entropy, gaussian_log_prob
+from asyncrl.common.algorithms.gaussian import MEAN_WEIGHT_DECAY, gaussian_entropy, gaussian_log_prob, mean_weight_penalty
 from asyncrl.common.config import RunConfig
 from asyncrl.common.envs import EnvSpecError
 from asyncrl.common.models import build_model, is_continuous
@@ -110,6 +110,26 @@ def test_the_mean_stays_within_finite_bounds_and_is_linear_where_a_bound_is_infi
         model.policy.mean.weight.zero_()
     assert model(observations)[0][:, 0].tolist() == [[0.0, 5.0, 0.0]] * 2  # the centre of the bounds
     assert not any("centre" in name or "half_range" in name for name, _ in model.named_parameters())
+
+
+def test_the_mean_weight_penalty_pulls_a_saturated_mean_back_where_the_policy_gradient_cannot():
+    """A mean pushed against Pendulum's bound (pre-activation 15, mu = 2): samples beyond the bound give the
+    log-probability no gradient on the mean layer any more, but the weight decay's is 2 x decay x w, so a
+    descent step lowers the pre-activation."""
+    model = build_model(model_spec(pendulum_config()))
+    with torch.no_grad():
+        model.policy.mean.bias.fill_(15.0)
+    outputs, _ = model(torch.zeros(4, 3))
+    mean, variance = outputs[:, 0], outputs[:, 1]
+    (-gaussian_log_prob(mean, variance, torch.full((4, 1), 3.0)).sum()).backward()
+    assert mean.detach().eq(2.0).all() and model.policy.mean.bias.grad.abs().max() < 1e-9
+    model.zero_grad()
+    penalty = mean_weight_penalty(model)
+    squares = sum(p.pow(2).sum() for p in model.policy.mean.parameters())
+    assert penalty.item() == pytest.approx(MEAN_WEIGHT_DECAY * squares.item())
+    penalty.backward()
+    assert model.policy.mean.bias.grad.item() == pytest.approx(2 * MEAN_WEIGHT_DECAY * 15.0)
+    assert model.policy.variance.bias.grad is None and model.value.bias.grad is None
 
 
 def test_bounds_of_the_wrong_length_are_refused():

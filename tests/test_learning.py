@@ -4,8 +4,8 @@ continuous actions (Pendulum-v1).
 These guard the defaults: a preset that stops learning fails here, in minutes, rather than
 in a two-hour Pong run. Budgets are 7-20x the frames the seeded runs took when written
 (Catch: ~70k frames to 0.8; Acrobot: ~25k-40k to -100), under load. There is no Pendulum test
-yet: the continuous preset reached -200 in 3 of 4 seeded runs (common/presets.py), and a test
-that fails one run in four would make CI red at random.
+yet: runs of its shape reached -200 in 11 of 12 tries (common/presets.py), and a test that fails
+one run in twelve would make CI red at random.
 """
 
 from __future__ import annotations

@@ -16,13 +16,14 @@ Gaussian (common/algorithms/gaussian.py): the same loss with its log-density and
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from asyncrl.common.algorithms.gaussian import gaussian_entropy, gaussian_log_prob
+from asyncrl.common.algorithms.gaussian import gaussian_entropy, gaussian_log_prob, mean_weight_penalty
 from asyncrl.common.algorithms.returns import n_step_returns
 from asyncrl.common.diagnostics import explained_variance
 from asyncrl.common.models import is_continuous, is_recurrent
@@ -92,7 +93,8 @@ def _log_pi_and_entropy(
 def rollout_loss(model: torch.nn.Module, rollout: Rollout, gamma: float, entropy_beta: float,
                  value_loss_coef: float) -> ActorCriticLoss:
     """The A3C loss of one rollout: a batched forward pass over every step of every copy
-    (for the LSTM network, an unroll over the rollout's steps from its initial state)."""
+    (for the LSTM network, an unroll over the rollout's steps from its initial state). A Gaussian
+    policy's loss also carries its mean layer's weight decay (gaussian.mean_weight_penalty)."""
     cut_values = torch.zeros_like(rollout.rewards)
     if is_recurrent(model):
         policy_outputs, values, bootstrap_values = _unroll(model, rollout, cut_values)
@@ -103,10 +105,14 @@ def rollout_loss(model: torch.nn.Module, rollout: Rollout, gamma: float, entropy
             if rollout.truncated.any():
                 _, cut_values[rollout.truncated] = model(rollout.final_observations[rollout.truncated])
     returns = n_step_returns(rollout.rewards, rollout.episode_ended, cut_values, bootstrap_values, gamma)
-    return actor_critic_loss(
+    continuous = is_continuous(model)
+    loss = actor_critic_loss(
         policy_outputs, values, rollout.actions.flatten(0, 1), returns.flatten(), entropy_beta, value_loss_coef,
-        continuous=is_continuous(model),
+        continuous=continuous,
     )
+    if continuous:
+        loss = dataclasses.replace(loss, total=loss.total + mean_weight_penalty(model))
+    return loss
 
 
 def _unroll(
