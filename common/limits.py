@@ -44,6 +44,16 @@ def max_frames_per_push(config: pb.RunConfig, num_envs: int) -> int:
     return PUSH_SLACK * agent_steps_per_push(config, num_envs) * frames_per_agent_step(config)
 
 
-def max_episodes_per_push(config: pb.RunConfig, num_envs: int) -> int:
-    """The most episode results one push may carry: an episode takes at least one agent step."""
-    return PUSH_SLACK * agent_steps_per_push(config, num_envs)
+def max_episodes_per_push(config: pb.RunConfig, num_envs: int, frames: int | None = None) -> int:
+    """The most episode results one push may carry: an env copy ends at most one episode per agent step.
+
+    So at most PUSH_SLACK x the agent steps of one rollout of num_envs copies and, given the push's
+    frames, at most PUSH_SLACK x the agent steps those frames cover (frames // frames per agent
+    step): a push claiming 1 frame reports at most 2 episodes, whatever its worker's env copies.
+    The slack is for the episodes of a refused push, sent again with the next one (the reference
+    worker does so, and caps each push at the first bound).
+    """
+    most = PUSH_SLACK * agent_steps_per_push(config, num_envs)
+    if frames is not None:
+        most = min(most, PUSH_SLACK * (max(frames, 0) // frames_per_agent_step(config)))
+    return most

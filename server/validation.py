@@ -121,10 +121,12 @@ def _check_epsilons(request: pb.PushGradientsRequest, record: WorkerRecord) -> N
 
 
 def _check_episodes(request: pb.PushGradientsRequest, record: WorkerRecord, config: pb.RunConfig) -> None:
-    most = limits.max_episodes_per_push(config, record.num_envs)
+    most = limits.max_episodes_per_push(config, record.num_envs, request.frames)
     if len(request.episodes) > most:
-        raise Refusal(INVALID, "bad_episode", f"at most {most} episode results per push for a worker of "
-                      f"{record.num_envs} env copies, got {len(request.episodes)}")
+        raise Refusal(INVALID, "bad_episode", f"at most {most} episode results for a push of {request.frames} frames "
+                      f"from a worker of {record.num_envs} env copies (an env copy ends at most one episode per agent "
+                      f"step; {limits.PUSH_SLACK} x the agent steps the frames cover, and of one rollout), "
+                      f"got {len(request.episodes)}")
     _check_episode_results(request.episodes)
 
 

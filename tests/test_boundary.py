@@ -33,9 +33,10 @@ PUSH_PATH = "/asyncrl.v1.ParameterServerService/PushGradients"
 class Pusher:
     """A worker of one env copy on the test side: its id, layout and the sequence number of its next push."""
 
-    def __init__(self, server: ServerProcess) -> None:
+    def __init__(self, server: ServerProcess, num_envs: int = 1) -> None:
         self.server = server
-        registration = server.stub.RegisterWorker(pb.RegisterWorkerRequest(name="boundary", num_envs=1), timeout=10)
+        registration = server.stub.RegisterWorker(pb.RegisterWorkerRequest(name="boundary", num_envs=num_envs),
+                                                  timeout=10)
         self.worker_id = registration.worker_id
         self.secret = registration.worker_secret
         self.layout = list(registration.config.model.layout)
@@ -297,6 +298,33 @@ def test_episodes_at_the_bound_are_applied(server: ServerProcess, pusher: Pusher
     before = server.status()
     pusher.push(pusher.request(episodes=_episodes(MOST_EPISODES, -1e9, 10**9)))
     assert server.status().episodes_completed == before.episodes_completed + MOST_EPISODES
+
+
+def test_one_push_cannot_claim_more_episodes_than_its_frames_cover(tmp_path):
+    """Issue 12: a worker of 10 env copies pushing frames=1 with 100 returns of 1e9 ended a CartPole run (target 475).
+
+    An env copy ends at most one episode per agent step, so a push reports at most 2 x the agent steps its
+    frames cover: frames=1 allows 2 episodes. The 100 are refused, and nothing but the rejection count changes.
+    What still holds, and the contract says so (the trust model): a registered worker with its secret whose
+    push covers enough frames can report such returns, and that ends the run.
+    """
+    server = ServerProcess(tmp_path / "server", "--seed", "5", "--checkpoint-interval", "0")
+    try:
+        pusher = Pusher(server, num_envs=10)
+        pusher.push(pusher.request())
+        forged = _episodes(100, 1e9, 1)
+        assert len(forged) <= limits.PUSH_SLACK * 10 * 5  # within what 10 env copies allow: the old, only bound
+        error = refuse_push(pusher, frames=1, episodes=forged)
+        assert "at most 2 episode results for a push of 1 frames" in error.details()
+        refuse_push(pusher, frames=49, episodes=forged)  # 98 episodes at most
+        status = server.status()
+        assert not status.training_done and status.episodes_completed == 0
+        pusher.push(pusher.request(frames=2, episodes=_episodes(4, 20.0, 1)))  # at the bound: applied
+        assert server.status().episodes_completed == 4
+        reply = pusher.push(pusher.request(frames=50, episodes=forged))  # the trust model: covered, so accepted
+        assert reply.training_done
+    finally:
+        server.stop()
 
 
 def test_pull_with_an_unknown_dtype_is_refused(server: ServerProcess, pusher: Pusher):
