@@ -201,7 +201,8 @@ def test_compose_environment_is_read_by_the_cli(path: Path, tmp_path: Path):
 
 def test_sharded_compose_shards_agree():
     """docker-compose.sharded.yml: K shard services with indices 0..K-1, each told K, every shard's address in index
-    order and the same shard key; the same run everywhere (a shard refuses to start otherwise); shard 0 first."""
+    order and the same shard key; the same run everywhere (this test is the only check: a shard does not compare its
+    configuration with shard 0's at run time); shard 0 first."""
     compose = load_compose(SHARDED_FILE)
     shards = shards_in_order(compose)
     envs = [service_env(svc) for _, svc in shards]
