@@ -163,6 +163,7 @@ def serve(config: RunConfig, options: ServerOptions) -> int:
     next_checkpoint = time.monotonic() + options.checkpoint_interval
     next_log = time.monotonic() + 10.0
     next_tensorboard = time.monotonic() + 2.0
+    tensorboard_failing = False
     done_since: float | None = None
     while not stop.wait(0.25):
         now = time.monotonic()
@@ -180,14 +181,13 @@ def serve(config: RunConfig, options: ServerOptions) -> int:
             _log_progress(run)
             next_log = now + 10.0
         if tensorboard is not None and now >= next_tensorboard:
-            tensorboard.flush(run.status())
+            tensorboard_failing = _write_tensorboard(run, tensorboard, tensorboard_failing)
             next_tensorboard = now + 2.0
     _set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
     server.stop(options.shutdown_grace).wait()
     saved = _save(run, checkpoint_dir, options)
     if tensorboard is not None:
-        tensorboard.flush(run.status())
-        tensorboard.close()
+        _write_tensorboard(run, tensorboard, tensorboard_failing, closing=True)
     log.info("stopped at T=%d, version %d", run.store.global_frames, run.store.version)
     if not saved:
         log.error("the final checkpoint could not be written: --resume would lose the updates since the last one")
@@ -209,6 +209,29 @@ def _save(run: Run, directory: Path, options: ServerOptions) -> bool:
         return False
     log.info("checkpoint %s (T=%d, version %d)", path, frames, version)
     return True
+
+
+def _write_tensorboard(run: Run, tensorboard: TensorBoardLog, failing: bool, closing: bool = False) -> bool:
+    """Writes the TensorBoard events (and closes the file when closing); returns whether the write failed.
+
+    A failure (a full disk) is counted beside the checkpoint failures, under "tensorboard", and
+    logged once until the events are written again: its events are lost, and the server serves on.
+    """
+    try:
+        tensorboard.flush(run.status())
+    except OSError as error:
+        run.stats.record_checkpoint_failure("tensorboard")
+        if not failing or closing:
+            log.error("TensorBoard events in %s could not be written (counted with the checkpoint failures; "
+                      "their events are lost, the server serves on and tries again every 2s): %s",
+                      tensorboard.directory, error)
+        return True
+    finally:
+        if closing:
+            tensorboard.close()  # unbuffered: closing writes nothing, so it cannot fail on a full disk
+    if failing:
+        log.info("TensorBoard events in %s are written again", tensorboard.directory)
+    return False
 
 
 def _log_progress(run: Run) -> None:

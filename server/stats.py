@@ -37,7 +37,8 @@ class RunStats:
         self.eval_returns: deque[float] = deque(maxlen=eval_window)
         self.eval_episodes_completed = 0
         self.rejections: Counter[str] = Counter()
-        # Failed writes to the checkpoint directory, by file ("checkpoint", "next_worker_id").
+        # Failed writes to disk, by file: the checkpoint directory's ("checkpoint", "next_worker_id") and the
+        # TensorBoard event file ("tensorboard").
         self.checkpoint_failures: Counter[str] = Counter()
         self.frame_rate = RateMeter()
         self.update_rate = RateMeter()

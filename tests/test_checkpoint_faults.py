@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensorboardX.proto import event_pb2
 
 from asyncrl.common import checkpoint, tensors
 from asyncrl.v1 import parameter_server_pb2 as pb
@@ -89,22 +90,40 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def prometheus_checkpoint_failures(port: int) -> float:
+def prometheus_checkpoint_failures(port: int, file: str = "") -> float:
+    """asyncrl_checkpoint_failures_total, of one file's label (all of them when file is empty)."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("asyncrl_checkpoint_failures_total{"))
+    prefix = "asyncrl_checkpoint_failures_total{" + (f'file="{file}"' if file else "")
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def event_file_tags(directory: Path) -> set[str]:
+    """The scalar tags in directory's event files, checking that each file is whole TFRecord records."""
+    tags = set()
+    for path in directory.glob("events.out.tfevents.*"):
+        data, offset = path.read_bytes(), 0
+        while offset < len(data):
+            length = int.from_bytes(data[offset:offset + 8], "little")
+            event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+            tags.update(value.tag for value in event.summary.value)
+            offset += 12 + length + 4
+        assert offset == len(data), f"{path} ends inside a record"
+    return tags
 
 
 def test_full_disk_is_logged_counted_retried_and_the_server_serves_on(small_disk: Path, tmp_path: Path):
-    """With the checkpoint disk full: checkpoints fail (logged, counted in GetStatus and Prometheus), registration
-    and pushes still work, no temp file is left; once space is back the next interval's checkpoint is written."""
+    """With the disk of the checkpoints and the TensorBoard events full: checkpoints and event writes fail (logged,
+    counted in GetStatus and Prometheus), registration and pushes still work, no temp file is left; once space is
+    back the next interval's checkpoint and events are written, and SIGTERM ends the server with exit status 0."""
     metrics_port = free_port()
+    events = small_disk / "tensorboard"
     server = ServerProcess(tmp_path / "server", *FLAGS, "--checkpoint-interval", "1",
-                           "--metrics-port", str(metrics_port))
+                           "--metrics-port", str(metrics_port), "--tensorboard-dir", str(events))
     try:
         worker = register(server.stub, "before-full")
         push(server, worker, 1)
         wait_for(lambda: checkpoint.list_checkpoints(small_disk), "a first checkpoint", server)
+        wait_for(lambda: "charts/SPS" in event_file_tags(events), "the first TensorBoard events", server)
         filler = fill(small_disk)
 
         newcomer = register(server.stub, "while-full")  # its next-worker-id write fails: logged, counted
@@ -119,15 +138,24 @@ def test_full_disk_is_logged_counted_retried_and_the_server_serves_on(small_disk
         assert "No space left on device" in server.log()
         assert "checkpoint of version" in server.log() and "failed" in server.log()
         assert prometheus_checkpoint_failures(metrics_port) >= failing.checkpoint_failures
+        assert prometheus_checkpoint_failures(metrics_port, "checkpoint") >= 2
+        wait_for(lambda: prometheus_checkpoint_failures(metrics_port, "tensorboard") >= 2,
+                 "TensorBoard writes to fail", server)
+        assert server.log().count(f"TensorBoard events in {events} could not be written") == 1  # once per outage
         assert not [p.name for p in small_disk.iterdir() if p.name.endswith(".tmp")]
+        push(server, worker, 4)  # still serving
 
         filler.unlink()
-        wait_for(lambda: checkpoint.checkpoint_path(small_disk, failing.version).exists(),
+        wait_for(lambda: checkpoint.checkpoint_path(small_disk, failing.version + 1).exists(),
                  "the checkpoint to be written once space is back", server)
+        wait_for(lambda: f"TensorBoard events in {events} are written again" in server.log(),
+                 "TensorBoard events to be written again", server)
+        assert {"charts/SPS", "charts/learning_rate"} <= event_file_tags(events)  # whole records only
         _, state = checkpoint.load_latest(small_disk)
-        assert state["store"]["version"] == failing.version
+        assert state["store"]["version"] == failing.version + 1
         assert server.popen.poll() is None
-        stop(server)
+        stop(server)  # SIGTERM: exit status 0
+        assert "Traceback" not in server.log()
     finally:
         server.stop()
 
