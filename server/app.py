@@ -82,8 +82,9 @@ def build_run(config: RunConfig, options: ServerOptions, tensorboard: TensorBoar
     )
 
 
-def _record_next_worker_id(directory: Path, stats: RunStats, next_id: int) -> None:
-    """Persists the next worker id; a failed write is logged and counted, and the registration goes on.
+def _record_next_worker_id(directory: Path, stats: RunStats, next_id: int) -> bool:
+    """Persists the next worker id; returns whether it was written. A failed write is logged and counted, and the
+    registration goes on (the next registration writes again).
 
     Refusing workers because the disk is full would stop the run; the cost of going on is that
     a server SIGKILLed before its next checkpoint could give an id out twice after --resume.
@@ -93,6 +94,8 @@ def _record_next_worker_id(directory: Path, stats: RunStats, next_id: int) -> No
     except OSError as error:
         stats.record_checkpoint_failure("next_worker_id")
         log.error("could not record the next worker id %d in %s: %s", next_id, directory, error)
+        return False
+    return True
 
 
 def _configure_health_server(server: grpc.Server) -> health.HealthServicer:

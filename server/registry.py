@@ -48,7 +48,7 @@ class RegistryFull(RuntimeError):
 
 class WorkerRegistry:
     def __init__(
-        self, silence_timeout: float, first_id: int = 1, record_next_id: Callable[[int], None] | None = None,
+        self, silence_timeout: float, first_id: int = 1, record_next_id: Callable[[int], bool | None] | None = None,
         max_workers: int = 0, shard_key: bytes | None = None,
     ) -> None:
         self.silence_timeout = silence_timeout
@@ -59,9 +59,14 @@ class WorkerRegistry:
         # A resumed server starts after the ids it gave out before, so a worker's retried call made
         # under its old id is refused (NOT_FOUND, so it registers again) instead of landing on a newcomer.
         self._next_id = first_id
-        # Called with the next id before a registration is answered (the server persists it).
+        # Called with the next id before a registration is answered (the server persists it, and says whether the
+        # write succeeded). It runs outside _lock, which every pull and push takes, under _persist_lock: a
+        # registration waits for the disk, no pull or push does, and registrations arriving during a write are
+        # covered by the next one (it records the highest id given out by then).
         self._record_next_id = record_next_id
+        self._persisted = first_id  # the next id as last recorded (or as the server started from)
         self._lock = threading.Lock()
+        self._persist_lock = threading.Lock()
 
     @property
     def next_id(self) -> int:
@@ -72,8 +77,26 @@ class WorkerRegistry:
     def register(self, name: str, num_envs: int, evaluation: bool = False) -> WorkerRecord:
         """A new worker with a fresh secret; under max_workers, silent workers give up their slots first.
 
-        Raises RegistryFull when every slot is held by a worker that called within the silence timeout.
+        Returns once the next id after it is recorded (record_next_id), so a resumed server never gives
+        the id out again. Raises RegistryFull when every slot is held by a worker that called within the
+        silence timeout.
         """
+        record = self._add(name, num_envs, evaluation)
+        self._persist(record.worker_id + 1)
+        return record
+
+    def _persist(self, covering: int) -> None:
+        """Records a next id of at least covering, unless a write since did; outside _lock (see __init__)."""
+        if self._record_next_id is None:
+            return
+        with self._persist_lock:
+            if self._persisted >= covering:
+                return  # a registration's write while this one waited covered it
+            next_id = self.next_id  # every id given out so far, this one included
+            if self._record_next_id(next_id) is not False:  # False: the write failed (logged and counted)
+                self._persisted = next_id
+
+    def _add(self, name: str, num_envs: int, evaluation: bool) -> WorkerRecord:
         with self._lock:
             now = time.monotonic()
             if self.max_workers and len(self._workers) >= self.max_workers:
@@ -85,8 +108,6 @@ class WorkerRegistry:
             secret = (derived_secret(self._shard_key, self._next_id) if self._shard_key
                       else secrets.token_bytes(SECRET_BYTES))
             record = WorkerRecord(self._next_id, name, num_envs, now, secret, evaluation=evaluation)
-            if self._record_next_id is not None:
-                self._record_next_id(self._next_id + 1)
             self._workers[record.worker_id] = record
             self._next_id += 1
             return record
