@@ -223,6 +223,57 @@ def test_resume_skips_a_damaged_newest_checkpoint(two_checkpoints: Path, tmp_pat
         server.stop()
 
 
+def _nan_in_first_parameter(state: dict) -> None:
+    first = next(iter(state["store"]["parameters"].values()))
+    first.view(-1)[0] = float("nan")
+
+
+def _wrong_layout(state: dict) -> None:
+    parameters = state["store"]["parameters"]
+    name = next(iter(parameters))
+    parameters[name] = torch.zeros(3, 3)
+
+
+def _counter_over_int64(state: dict) -> None:
+    state["store"]["global_frames"] = 2**63
+
+
+def _another_shards(state: dict) -> None:
+    state["shard"] = {"index": 1, "count": 2}
+
+
+UNFIT: list[tuple[str, Callable[[dict], None], str]] = [
+    ("nan-tensor", _nan_in_first_parameter, "holds NaN or Inf"),
+    ("wrong-layout", _wrong_layout, "is not a float32 tensor of shape"),
+    ("counter-over-int64", _counter_over_int64, f"global_frames {2**63} is not a count in 0..2**63 - 1"),
+    ("another-shards", _another_shards, "holds shard 1 of 2; this server is"),
+]
+
+
+@pytest.mark.parametrize(("change", "reason"), [(c, r) for _, c, r in UNFIT], ids=[i for i, _, _ in UNFIT])
+def test_resume_skips_a_verified_checkpoint_that_does_not_fit(two_checkpoints: Path, tmp_path: Path,
+                                                              change: Callable[[dict], None], reason: str):
+    """A newest checkpoint whose checksum is valid (written with checkpoint.encode) but whose run cannot be resumed:
+    --resume names it and why, and resumes from the older one."""
+    directory = tmp_path / "server"
+    shutil.copytree(two_checkpoints, directory)
+    newest = checkpoint.checkpoint_path(directory / "checkpoints", 4)
+    state = checkpoint.load(newest)
+    change(state)
+    newest.write_bytes(checkpoint.encode(state))
+    assert checkpoint.load(newest) is not None  # the checksum verifies
+    server = ServerProcess(directory, *FLAGS, "--checkpoint-interval", "0", "--resume")
+    try:
+        status = server.status()
+        assert (status.version, status.global_frames) == (2, 10)
+        assert f"skipping checkpoint {newest}: " in server.log()
+        (line,) = [line for line in server.log().splitlines() if f"skipping checkpoint {newest}" in line]
+        assert reason in line
+        assert "resuming from" in server.log() and "checkpoint-000000000002.pt" in server.log()
+    finally:
+        server.stop()
+
+
 def test_resume_with_no_usable_checkpoint_exits_2_naming_the_directory(two_checkpoints: Path, tmp_path: Path):
     directory = tmp_path / "server"
     shutil.copytree(two_checkpoints, directory)
