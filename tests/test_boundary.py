@@ -216,6 +216,17 @@ def test_a_pull_without_the_secret_is_denied_and_does_not_keep_the_worker_alive(
     assert seen.seconds_since_last_seen >= 1.0  # the denied call did not count as the worker's
 
 
+def test_a_refused_push_with_the_secret_counts_as_a_sign_of_life(server: ServerProcess, pusher: Pusher):
+    """As the wire contract says (section 5): the worker is evidently running, whatever was wrong with its push."""
+    request = pusher.request(frames=-1)  # (reads the status, which marks nobody)
+    time.sleep(1.0)
+    with pytest.raises(grpc.RpcError) as raised:
+        server.stub.PushGradients(request, timeout=30)
+    assert raised.value.code() == INVALID
+    (seen,) = [w for w in server.status().workers if w.worker_id == pusher.worker_id]
+    assert seen.seconds_since_last_seen < 1.0
+
+
 # --- finding 4: sizes ------------------------------------------------------------------------------------------
 
 
