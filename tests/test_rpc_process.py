@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 import torch
 
@@ -16,6 +17,7 @@ from asyncrl.common import tensors
 from asyncrl.common.config import WorkerOptions
 from asyncrl.v1 import parameter_server_pb2 as pb
 from asyncrl.worker.calls import ChannelCalls
+from asyncrl.worker import outcomes
 from asyncrl.worker.outcomes import Refused, RpcProcessDied, StaleGradients, Stopped, UnknownWorker
 from asyncrl.worker.rpc_process import ProcessCalls
 from conftest import Process
@@ -66,13 +68,17 @@ def test_calls_answer_replies_and_the_same_outcomes_in_the_rpc_process_and_in_th
         assert second.version == 2 and len(second.parameters) == len(layout.specs)
         with pytest.raises(StaleGradients, match="current version 2"):
             calls.call("PushGradients", _push(worker, layout, 0, 3))
+        refused_later = calls.start("PushGradients", _push(worker, layout, 0, 3))  # the outcome is the receiver's
+        with pytest.raises(StaleGradients, match="current version 2"):
+            refused_later()
         with pytest.raises(UnknownWorker, match=f"unknown worker id {worker.worker_id + 100}"):
             calls.call("PullWeights", _pull(worker, -1, worker_id=worker.worker_id + 100))
         short = pb.PushGradientsRequest.FromString(_push(worker, layout, 2, 3))  # 3 was refused: not used up
         del short.gradients[-1]
         with pytest.raises(Refused, match="tensor") as refused:
             calls.call("PushGradients", short.SerializeToString())
-        assert refused.value.code == "INVALID_ARGUMENT" and str(refused.value).startswith("INVALID_ARGUMENT: ")
+        assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        assert str(refused.value).startswith("INVALID_ARGUMENT: ")
         current = pb.PullWeightsResponse.FromString(calls.call("PullWeights", _pull(worker, 2)))
         assert (current.version, len(current.parameters)) == (2, 0)
         full = pb.PullWeightsResponse.FromString(calls.call("PullWeights", _pull(worker, -1)))
@@ -81,6 +87,32 @@ def test_calls_answer_replies_and_the_same_outcomes_in_the_rpc_process_and_in_th
         calls.close()
     if kind is ProcessCalls:
         assert calls.process.returncode == 0  # it ended because its stdin closed
+
+
+def test_the_outcomes_status_codes_are_grpcs() -> None:
+    assert len(outcomes.CODE_NAMES) == len(grpc.StatusCode)
+    for code in grpc.StatusCode:
+        assert outcomes.CODE_NAMES[code.value[0]] == code.name
+
+
+@pytest.mark.parametrize("outcome", [
+    UnknownWorker("unknown worker id 7"), StaleGradients(""), Stopped(),
+    Refused(grpc.StatusCode.PERMISSION_DENIED.value[0], "role 'evaluation' may not push"),
+    Refused(grpc.StatusCode.INVALID_ARGUMENT.value[0], " leading space, and ünïcode"),
+    Refused(grpc.StatusCode.UNAUTHENTICATED.value[0], ""),
+])
+def test_an_outcome_crosses_the_rpc_process_as_fields(outcome: Exception) -> None:
+    """Kind, status code and details are each their own field of the frame: the details are bytes, never parsed."""
+    kind, code, details = outcomes.encode(outcome)
+    header = outcomes.HEADER.pack(kind, code, len(details))
+    assert len(header) == outcomes.HEADER.size and kind != outcomes.REPLY
+    read_kind, read_code, length = outcomes.HEADER.unpack(header)
+    back = outcomes.decode(read_kind, read_code, (details + b"next message")[:length])
+    assert type(back) is type(outcome) and str(back) == str(outcome)
+    if isinstance(outcome, Refused):
+        assert back.code == outcome.code and back.details == outcome.details and back.code_name in str(back)
+    with pytest.raises(TypeError, match="not a call outcome"):
+        outcomes.encode(RpcProcessDied("made by the worker, never sent"))
 
 
 def _unreachable() -> str:

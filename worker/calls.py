@@ -7,6 +7,7 @@ worker/rpc_process.py starts stays small.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
@@ -18,7 +19,7 @@ import grpc
 from asyncrl.common.config import WorkerOptions
 from asyncrl.common.security import client_channel
 from asyncrl.v1 import parameter_server_pb2 as pb
-from asyncrl.worker.outcomes import Refused, StaleGradients, Stopped, UnknownWorker
+from asyncrl.worker.outcomes import CallFailed, Refused, StaleGradients, Stopped, UnknownWorker
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class ChannelCalls:
                 if code == grpc.StatusCode.ABORTED:
                     raise StaleGradients(error.details() or "") from None
                 if code not in TRANSIENT:
-                    raise Refused(code.name, error.details() or "") from None
+                    raise Refused(code.value[0], error.details() or "") from None
                 wait = self._jitter.uniform(delay / 2, delay)
                 log.warning("server %s: %s (%s); retrying in %.2fs", self.options.server, code.name, error.details(), wait)
                 if self.stop.wait(wait):
@@ -99,8 +100,17 @@ class ChannelCalls:
                 delay = min(delay * 2, self.options.max_backoff)
 
     def start(self, method: str, request: bytes) -> Callable[[], bytes]:
-        reply = self.call(method, request)
+        """Makes the whole call; its reply, or its outcome, is the returned function's, as with any Calls: a sharded
+        push (GrpcConnection) starts every shard's call before it takes any outcome."""
+        try:
+            reply = self.call(method, request)
+        except (CallFailed, Stopped) as outcome:
+            return functools.partial(_raise, outcome)
         return lambda: reply
 
     def close(self) -> None:
         self.channel.close()
+
+
+def _raise(outcome: Exception) -> bytes:
+    raise outcome

@@ -1,14 +1,18 @@
 """How a worker's call can end other than with its reply: one set of exceptions from the channel to the daemon.
 
 ChannelCalls (asyncrl.worker.calls) turns a gRPC status into one of these; the RPC process
-(asyncrl.worker.rpc_process) carries it to the worker as a status byte and its details
-(`encode`, `decode`) and raises the same exception there; the worker loop and the daemon
-act on them. None of them is a grpc.RpcError: past the channel nothing is gRPC's.
+(asyncrl.worker.rpc_process) carries it to the worker as a fixed header (`HEADER`: the
+outcome's kind, the gRPC status code's number, the length of the details) and the details'
+bytes, and raises the same exception there; the worker loop and the daemon act on them.
+Nothing is parsed out of a string. None of them is a grpc.RpcError: past the channel nothing
+is gRPC's.
 
 This module does not import torch or grpc, so that the RPC process stays small.
 """
 
 from __future__ import annotations
+
+import struct
 
 
 class CallFailed(Exception):
@@ -35,12 +39,26 @@ class Refused(CallFailed):
     """Any other refusal (bad token, wrong role, a bound broken): a misconfiguration or a bug, reported, not
     retried."""
 
-    def __init__(self, code: str, details: str) -> None:
+    def __init__(self, code: int, details: str) -> None:
         super().__init__(details)
-        self.code = code  # the gRPC status code's name, e.g. "PERMISSION_DENIED"
+        self.code = code  # the gRPC status code's number, e.g. 7 (PERMISSION_DENIED)
+
+    @property
+    def code_name(self) -> str:
+        """The status code's name, as grpc.StatusCode spells it."""
+        return CODE_NAMES[self.code] if 0 <= self.code < len(CODE_NAMES) else f"code {self.code}"
 
     def __str__(self) -> str:
-        return f"{self.code}: {self.details}"
+        return f"{self.code_name}: {self.details}"
+
+
+# gRPC's status codes by number (https://grpc.github.io/grpc/core/md_doc_statuscodes.html); grpc.StatusCode has
+# the same numbers and names (tested), but this module does not import grpc.
+CODE_NAMES = (
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
+    "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+)
 
 
 class RpcProcessDied(CallFailed):
@@ -51,29 +69,29 @@ class Stopped(Exception):
     """The worker was asked to stop while a call waited to be retried: not a failure."""
 
 
-# The status byte of the RPC process's reply frames: 0 is a reply; the others, an outcome above.
+# How the RPC process frames what a call ended in: this header, then `length` bytes (in the shared buffer): the
+# serialized reply when `kind` is REPLY, else the outcome's details in UTF-8. `code` is a Refused's gRPC status code
+# number, 0 for every other kind.
+HEADER = struct.Struct("<BBI")  # kind, code, length
 REPLY = 0
-_KINDS: tuple[type[Exception], ...] = (UnknownWorker, StaleGradients, Stopped, Refused)
+_KINDS: tuple[type[Exception], ...] = (UnknownWorker, StaleGradients, Stopped, Refused)  # kinds 1, 2, 3, 4
 
 
-def encode(outcome: Exception) -> tuple[int, bytes]:
-    """An outcome as (status byte, payload) for the RPC process's reply frame."""
+def encode(outcome: Exception) -> tuple[int, int, bytes]:
+    """An outcome as (kind, code, details) for its header and the bytes after it."""
     kind = type(outcome)
     if kind not in _KINDS:
         raise TypeError(f"not a call outcome: {outcome!r}")
-    if isinstance(outcome, Refused):
-        payload = f"{outcome.code} {outcome.details}"
-    else:
-        payload = outcome.details if isinstance(outcome, CallFailed) else ""
-    return _KINDS.index(kind) + 1, payload.encode()
+    code = outcome.code if isinstance(outcome, Refused) else 0
+    details = outcome.details if isinstance(outcome, CallFailed) else ""
+    return _KINDS.index(kind) + 1, code, details.encode()
 
 
-def decode(status: int, payload: bytes) -> Exception:
-    """The outcome a (status byte, payload) frame of encode's stands for."""
-    kind, text = _KINDS[status - 1], payload.decode()
-    if kind is Refused:
-        code, _, details = text.partition(" ")
-        return Refused(code, details)
-    if kind is Stopped:
+def decode(kind: int, code: int, details: bytes) -> Exception:
+    """The outcome that (kind, code, details) of encode's stands for."""
+    cls = _KINDS[kind - 1]
+    if cls is Refused:
+        return Refused(code, details.decode())
+    if cls is Stopped:
         return Stopped()
-    return kind(text)
+    return cls(details.decode())
