@@ -114,13 +114,19 @@ class Worker:
     def step(self) -> bool:
         """One update: roll out with the current weights, push the gradients, take the new weights.
 
-        Returns True when training is over. The push's reply carries the parameters after
-        the update, so a pull is needed only at the start, after a refused push, and when
-        the target network has changed.
+        Returns True when training is over. A push's reply carries the parameters after the
+        update, so the worker pulls only when its weights are out of date: at the start, after
+        a refused push, and when the server's target network has changed. Then the reply of the
+        push in flight is taken first, as it may bring them.
         """
         assert self.model is not None and self.actor is not None
-        if self._needs_pull() and self._catch_up():
-            return True
+        if self._out_of_date():
+            reply = self._take_push_reply()
+            if reply is None or (not reply.training_done and self._out_of_date()):
+                reply = self.connection.pull(self.worker_id, self.version, self.target_version)
+                self._load(reply)
+            if reply.training_done:
+                return True
         assert self.version is not None
         base_versions = self.version
         rollout = self.actor.rollout(self.model, self.method.rollout_steps(self.config))
@@ -130,7 +136,9 @@ class Worker:
         loss.total.backward()
         metrics = {**loss.metrics(), GRAD_NORM: gradient_norm(self.gradients), **self.dead_units.metrics()}
         self.pending_episodes += self.actor.take_finished_episodes()
-        if self._finish_push():
+        # With overlap, the previous push's reply is taken only now, so that it travelled during the rollout.
+        reply = self._take_push_reply()
+        if reply is not None and reply.training_done:
             return True
         # At most what the contract allows one push; the rest (only after refused pushes) goes with the next.
         most = max_episodes_per_push(self.config, self.num_envs)
@@ -139,29 +147,24 @@ class Worker:
         update = Update(base_versions, rollout.steps * self.actor.frames_per_step, self.gradients, episodes, epsilons,
                         metrics)
         self.in_flight = _PushInFlight(self.connection.start_push(self.worker_id, update), episodes)
-        return False if self.overlap else self._finish_push()
+        if self.overlap:
+            return False
+        reply = self._take_push_reply()
+        assert reply is not None
+        return reply.training_done
 
-    def _needs_pull(self) -> bool:
-        """No weights (or a push was refused), or the server's target network is not the worker's."""
+    def _out_of_date(self) -> bool:
+        """No weights (none yet, or a push was refused), or the server's target network is not the worker's."""
         return self.version is None or (self.method.value_based and self.target_version != self.server_target_version)
 
-    def _catch_up(self) -> bool:
-        """Gets what _needs_pull lacks: the push in flight's reply may bring it, else a pull does; returns whether
-        training is over."""
-        if self._finish_push():
-            return True
-        if self._needs_pull():
-            return self._sync(self.connection.pull(self.worker_id, self.version, self.target_version))
-        return False
-
-    def _finish_push(self) -> bool:
-        """Takes the reply of the push in flight, if any; returns whether training is over.
+    def _take_push_reply(self) -> ServerReply | None:
+        """Waits for the reply of the push in flight and loads it; None when no push is in flight.
 
         A refused push gives its episodes back to the next one (unless shard 0 of a sharded server
-        took them) and forces a pull.
+        took them), forgets the worker's versions, so that the next step pulls, and is raised.
         """
         if self.in_flight is None:
-            return False
+            return None
         push, self.in_flight = self.in_flight, None
         try:
             reply = push.reply.result()
@@ -171,10 +174,12 @@ class Worker:
             self.version = None
             raise
         self.pushes += 1
-        return self._sync(reply)
+        self._load(reply)
+        return reply
 
-    def _sync(self, reply: ServerReply) -> bool:
-        """Loads the reply's weights and target weights, if any; returns whether training is over."""
+    def _load(self, reply: ServerReply) -> None:
+        """Loads a reply's weights and target weights, if any, and what it says of the server's target network and
+        T."""
         assert self.model is not None
         if reply.weights:
             load(self.weights, reply.weights)
@@ -185,7 +190,6 @@ class Worker:
         self.server_target_version = reply.target_versions
         if isinstance(self.policy, EpsilonGreedyPolicy):
             self.policy.set_global_frames(reply.global_frames)
-        return reply.training_done
 
 
 @dataclass(frozen=True)
