@@ -4,9 +4,10 @@ through real workers.
 One pusher sends a fixed, seeded sequence of gradients, large enough that clipping often
 acts, to a server of one process and to 2 and 3 shards: the parameters end byte-identical.
 The refusals a shard adds (an unsliced request, a registration or report off shard 0, a
-wrong secret, a worker it has not seen, a false gradient norm) change nothing. `asyncrl
-train --shards 2` learns CartPole with 2 workers; a shard stopped and resumed while shard 0
-serves on takes its workers back.
+wrong secret, a worker it has not seen, a false gradient norm) change nothing. A push one
+shard refuses counts its episodes once at shard 0. `asyncrl train --shards 2` learns
+CartPole with 2 workers; a shard stopped and resumed while shard 0 serves on (it answers a
+pull and applies a push meanwhile) takes its workers back.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import math
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -26,6 +28,11 @@ import torch
 from asyncrl.common.tensors import FlatLayout, decode, encode, flat_norm
 from asyncrl.v1 import parameter_server_pb2 as pb
 from asyncrl.common import checkpoint
+from asyncrl.common.config import WorkerOptions
+from asyncrl.worker.client import GrpcConnection
+from asyncrl.worker.daemon import Worker
+from asyncrl.worker.outcomes import StaleGradients
+from asyncrl.worker.rpc_process import ProcessCalls
 from conftest import CHILD_ENV, Process, ServerProcess, code_of, register, start_worker
 from deployment import free_port
 
@@ -177,6 +184,69 @@ def test_a_shard_refuses_what_is_not_its_part_and_changes_nothing(two_shards):
     assert offset == worker.shards[0].length
 
 
+def test_a_push_one_shard_refuses_counts_its_episodes_once(tmp_path):
+    """A push that shard 1 refuses as stale but shard 0 applied took its episodes there: the worker does not send
+    them again (CallFailed.episodes_taken). One that shard 0 refuses did not: they go with the next push. Either way
+    shard 0 counts each episode once."""
+    shards = start_shards(tmp_path, 2, "--max-staleness", "1", "--target-return", "none")
+    shard0, shard1 = shards
+    stop_event = threading.Event()
+
+    def calls_to(address: str) -> ProcessCalls:  # as the worker daemon makes them
+        return ProcessCalls(WorkerOptions(server=address, rpc_deadline=10.0), stop_event)
+
+    connection = GrpcConnection("float32", calls_to(shard0.address), connect=calls_to)
+    worker = Worker(connection, "episodes", 1, stop_event, overlap=False)
+    try:
+        worker.register()
+        finished: list[tuple[float, int]] = []  # the episodes the worker's env copy ended
+        take = worker.actor.take_finished_episodes
+
+        def recorded() -> list[tuple[float, int]]:
+            episodes = take()
+            finished.extend(episodes)
+            return episodes
+
+        worker.actor.take_finished_episodes = recorded
+        assert worker.step() is False  # pulls every slice, pushes: both shards at version 1
+        rival = register(shard0.stub, "rival")
+        sliced_pull(shard1, rival)
+        ones = torch.full((connection.shards[1].length,), 1e-4)
+
+        # Shard 1 moves 2 versions past the worker's base: it refuses the worker's next push, which shard 0 applies.
+        for sequence, base in ((1, 1), (2, 2)):
+            sliced_push(shard1, rival, sequence, base, ones, flat_norm(ones))
+        taken = [(111.0, 111), (112.0, 112)]
+        worker.pending_episodes = list(taken)
+        with pytest.raises(StaleGradients) as refused:
+            worker.step()
+        assert refused.value.episodes_taken
+        assert shard0.status().episodes_completed == len(taken) + len(finished)
+        assert not set(taken) & set(worker.pending_episodes)
+        assert worker.step() is False  # pulls every slice afresh, then its push is applied by both
+        assert shard0.status().episodes_completed == len(taken) + len(finished)
+
+        # Now shard 0 refuses (stale) while shard 1 applies: the episodes are not taken, and go with the next push.
+        ones = torch.full((connection.shards[0].length,), 1e-4)
+        version = shard0.status().version
+        for sequence in (1, 2):
+            sliced_push(shard0, rival, sequence, version + sequence - 1, ones, flat_norm(ones))
+        given_back = [(221.0, 221)]
+        worker.pending_episodes = list(given_back)
+        with pytest.raises(StaleGradients) as refused:
+            worker.step()
+        assert not refused.value.episodes_taken
+        assert worker.pending_episodes[:1] == given_back
+        assert worker.step() is False
+        assert worker.pending_episodes == []
+        assert shard0.status().episodes_completed == len(taken) + len(given_back) + len(finished)
+    finally:
+        if worker.actor is not None:
+            worker.actor.close()
+        connection.close()
+        stop(shards)
+
+
 def test_a_sharded_server_needs_its_addresses_and_key(tmp_path):
     process = Process(["server", "--shards", "2", "--port", "0", "--checkpoint-dir", str(tmp_path / "c")],
                       tmp_path / "server.log")
@@ -248,11 +318,17 @@ def test_a_shard_stopped_and_resumed_while_shard_0_serves_takes_its_workers_back
         version = state["store"]["version"]
         assert f"stopped at T={state['store']['global_frames']}, version {version}" in shard1.log()
 
-        # Shard 0 serves on; the workers wait for shard 1 (retrying), rather than exit.
-        serving = shard0.status()
-        time.sleep(2.0)
-        assert shard0.status().global_frames >= serving.global_frames
+        # Shard 0 serves on: a worker registered now pulls its slice there and has a push applied. The workers
+        # wait for shard 1 (retrying its half of their push), rather than exit.
+        watcher = register(shard0.stub, "watcher")
+        pulled = sliced_pull(shard0, watcher)
+        length = watcher.shards[0].length
+        assert decode(pulled.parameters[0]).numel() == length
+        piece = torch.full((length,), 1e-4)
+        applied = sliced_push(shard0, watcher, 1, pulled.version, piece, flat_norm(piece))
+        assert applied.version > pulled.version and shard0.status().version >= applied.version
         assert all(worker.popen.poll() is None for worker in workers)
+        assert code_of(shard1.status) == grpc.StatusCode.UNAVAILABLE
 
         resumed = ServerProcess(tmp_path / "shard1", *shard1_flags, "--resume")
         assert resumed.port == port and f"resuming from {path}" in resumed.log()
