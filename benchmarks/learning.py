@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/learning.py --env-id Acrobot-v1 --frames 500000
     .venv/bin/python benchmarks/learning.py --env-id ALE/Pong-v5 --frames 10000000 --sb3-frames 2000000
-    .venv/bin/python benchmarks/learning.py --env-id InvertedPendulum-v5 --frames 1000000  # needs mujoco
+    .venv/bin/python benchmarks/learning.py --env-id InvertedPendulum-v5 --frames 1000000 -- --eval-workers 1  # mujoco
 
 asyncrl runs as `asyncrl train --env-id ENV --algo ALGO --max-frames FRAMES --seed SEED` and
 nothing else: its preset's defaults, layout (workers x env copies) and target return.
@@ -13,7 +13,9 @@ stable-baselines3 A2C runs next, in its own process with one torch thread, for
 space (Pendulum-v1, MuJoCo's InvertedPendulum-v5) gets the same MlpPolicy set-up, whose Gaussian
 has a state-independent log std where asyncrl's variance is a softplus head. Both
 record the mean return of their last 100 episodes (once 100 have ended) against frames (Atari: 4 per agent
-step) and wall time from process start.
+step) and wall time from process start. With evaluation workers (`-- --eval-workers 1`) asyncrl's
+greedy evaluation mean (its last --eval-window episodes, once that many have ended) is a curve and
+rows of its own, beside the training means.
 
 Writes under docs/results/NAME/ (NAME: --name, default algo-env): asyncrl.csv, sb3_a2c.csv,
 curve.png (mean return against frames and against wall time, both systems) and
@@ -123,6 +125,15 @@ def read_curve(path: Path) -> list[tuple[float, int, float]]:
                 if row["mean_return_100"] not in ("", None) and int(row["episodes_completed"]) >= 100]
 
 
+def read_eval_curve(path: Path, window: int) -> list[tuple[float, int, float]]:
+    """(wall seconds, frames, evaluation mean return) rows of an asyncrl run with evaluation workers, once window
+    evaluation episodes have ended; empty for a run without them."""
+    with open(path) as file:
+        return [(float(row["wall_seconds"]), int(row["global_frames"]), float(row["eval_mean_return"]))
+                for row in csv.DictReader(file)
+                if row.get("eval_mean_return") not in ("", None) and int(row["eval_episodes_completed"]) >= window]
+
+
 def first_reach(curve: list[tuple[float, int, float]], milestone: float) -> tuple[int, float] | None:
     """(frames, wall seconds) of the first row at or above milestone."""
     return next(((frames, wall) for wall, frames, mean in curve if mean >= milestone), None)
@@ -139,7 +150,7 @@ def plot(curves: dict[str, list[tuple[float, int, float]]], title: str, path: Pa
         by_frames.plot([f for _, f, _ in curve], [m for _, _, m in curve], label=label)
         by_time.plot([w / 60 for w, _, _ in curve], [m for _, _, m in curve], label=label)
     by_frames.set_xlabel("frames")
-    by_frames.set_ylabel("mean return, last 100 episodes")
+    by_frames.set_ylabel("mean return (training: last 100 episodes)")
     by_time.set_xlabel("wall time (minutes)")
     for axes in (by_frames, by_time):
         axes.grid(alpha=0.3)
@@ -183,6 +194,8 @@ def main() -> int:
                         "of training asyncrl")
     parser.add_argument("--sb3-csv", type=Path, default=None, help="a finished SB3 A2C run's CSV instead of "
                         "training SB3")
+    parser.add_argument("--eval-window", type=int, default=10, help="the run's --eval-window, where asyncrl_flags "
+                        "add evaluation workers")
     parser.add_argument("asyncrl_flags", nargs="*", help="more `asyncrl train` flags, after --")
     args = parser.parse_args()
     args.sb3_frames = args.frames if args.sb3_frames is None else args.sb3_frames
@@ -196,6 +209,9 @@ def main() -> int:
     else:
         run_asyncrl(args, out / "asyncrl.csv")
     curves = {"asyncrl " + args.algo: read_curve(out / "asyncrl.csv")}
+    evaluation = read_eval_curve(out / "asyncrl.csv", args.eval_window)
+    if evaluation:
+        curves[f"asyncrl {args.algo}, greedy evaluation (last {args.eval_window})"] = evaluation
     if args.sb3_csv is not None:
         shutil.copy(args.sb3_csv, out / "sb3_a2c.csv")
         note += f"; SB3 A2C from an earlier run ({args.sb3_csv.name})"

@@ -13,7 +13,7 @@ from asyncrl.common import checkpoint
 from asyncrl.common.cli import _run_config, build_parser
 from asyncrl.common.config import RunConfig, TrainOptions, from_namespace, preset_baseline, to_cli_args
 from asyncrl.common.launcher import csv_row
-from asyncrl.common.presets import ATARI, PRESETS
+from asyncrl.common.presets import ATARI, PRESETS, REWARD_SCALES, preset_defaults
 from asyncrl.common.progress import progress_line, status_report
 from asyncrl.v1 import parameter_server_pb2 as pb
 
@@ -63,7 +63,9 @@ def test_box_actions_get_the_continuous_preset():
     """Pendulum-v1 (a Box action space) gets the continuous preset and its launcher defaults; flags still win."""
     config, train = resolve("--env-id", "Pendulum-v1", "--t-max", "7")
     assert config.preset == "continuous" and config.t_max == 7
-    assert config.reward_scale == PRESETS["continuous"].run["reward_scale"] and config.target_return == -200.0
+    assert config.reward_scale == REWARD_SCALES["Pendulum-v1"] == 0.1 and config.target_return == -200.0
+    # The reward scale is the task's: a continuous task without one learns from its rewards as they are.
+    assert "reward_scale" not in preset_defaults("continuous", "InvertedPendulum-v5") and RunConfig.reward_scale == 1.0
     assert train.envs == PRESETS["continuous"].launcher["envs"]
 
 
