@@ -140,7 +140,10 @@ def create_server(
 
 def serve(config: RunConfig, options: ServerOptions) -> int:
     """Runs the daemon until SIGTERM/SIGINT, or until --linger seconds after training is done."""
-    tensorboard = TensorBoardLog(options.tensorboard_dir) if options.tensorboard_dir else None
+    try:
+        tensorboard = TensorBoardLog(options.tensorboard_dir) if options.tensorboard_dir else None
+    except OSError as error:
+        raise ConfigError(f"--tensorboard-dir {options.tensorboard_dir}: cannot write there ({error})") from None
     run = build_run(config, options, tensorboard)
     metrics = ServerMetrics()
     server, port, health_servicer = create_server(run, options, metrics)

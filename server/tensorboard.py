@@ -41,6 +41,7 @@ class TensorBoardLog:
         self._episodes: list[tuple[int, float, int]] = []
         self._eval_returns: list[tuple[int, float]] = []
         self._metrics: dict[str, list[float]] = defaultdict(list)
+        self._open()  # a directory that cannot be written stops the server at start, not at the first flush
 
     def record_push(self, global_frames: int, request: pb.PushGradientsRequest) -> None:
         with self._lock:
@@ -87,15 +88,20 @@ class TensorBoardLog:
             file, self._file = self._file, None
             file.close()
 
+    def _open(self) -> None:
+        """Opens a new event file, unbuffered (nothing held back), and writes its version record."""
+        Path(self.directory).mkdir(parents=True, exist_ok=True)
+        name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}"
+        self._file = open(Path(self.directory) / name, "ab", buffering=0)
+        self._size = os.fstat(self._file.fileno()).st_size
+        if self._size == 0:  # every event file starts with its version
+            self._append(_record(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")))
+
     def _append(self, block: bytes) -> None:
         """Appends block to the event file (opening one first, if none is open), fsynced; on OSError, cuts it off."""
         if self._file is None:
-            Path(self.directory).mkdir(parents=True, exist_ok=True)
-            name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}"
-            self._file = open(Path(self.directory) / name, "ab", buffering=0)  # unbuffered: nothing held back
-            self._size = os.fstat(self._file.fileno()).st_size
-        if self._size == 0:  # every event file starts with its version
-            block = _record(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")) + block
+            self._open()
+        assert self._file is not None
         try:
             view = memoryview(block)
             while view:

@@ -221,3 +221,29 @@ def code_of(call) -> grpc.StatusCode:
     except grpc.RpcError as error:
         return error.code()
     return grpc.StatusCode.OK
+
+
+def read_scalars(directory: Path) -> dict[str, list[tuple[int, float]]]:
+    """The scalar events of every event file under directory: tag -> [(step, value)]. Checks what TensorBoard's
+    reader checks: TFRecord framing, whole records, and both masked CRC-32Cs of each (length and data)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+    from tensorboardX.record_writer import masked_crc32c
+
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(directory.glob("events.out.tfevents.*")):
+        data, offset = path.read_bytes(), 0
+        while offset < len(data):
+            header = data[offset:offset + 8]
+            (length,) = struct.unpack("<Q", header)
+            (header_crc,) = struct.unpack_from("<I", data, offset + 8)
+            record = data[offset + 12:offset + 12 + length]
+            (record_crc,) = struct.unpack_from("<I", data, offset + 12 + length)
+            assert header_crc == masked_crc32c(header) and record_crc == masked_crc32c(record), f"bad CRC in {path}"
+            event = event_pb2.Event.FromString(record)
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+            offset += 12 + length + 4
+        assert offset == len(data), f"{path} ends inside a record"
+    return scalars

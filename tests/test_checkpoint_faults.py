@@ -21,11 +21,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from tensorboardX.proto import event_pb2
 
 from asyncrl.common import checkpoint, tensors
 from asyncrl.v1 import parameter_server_pb2 as pb
-from conftest import Process, ServerProcess, register
+from conftest import Process, ServerProcess, read_scalars, register
 
 DEADLINE = 120.0
 FLAGS = ("--seed", "7", "--target-return", "none", "--max-frames", "100000000", "--shutdown-grace", "1")
@@ -97,20 +96,6 @@ def prometheus_checkpoint_failures(port: int, file: str = "") -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
 
 
-def event_file_tags(directory: Path) -> set[str]:
-    """The scalar tags in directory's event files, checking that each file is whole TFRecord records."""
-    tags = set()
-    for path in directory.glob("events.out.tfevents.*"):
-        data, offset = path.read_bytes(), 0
-        while offset < len(data):
-            length = int.from_bytes(data[offset:offset + 8], "little")
-            event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
-            tags.update(value.tag for value in event.summary.value)
-            offset += 12 + length + 4
-        assert offset == len(data), f"{path} ends inside a record"
-    return tags
-
-
 def test_full_disk_is_logged_counted_retried_and_the_server_serves_on(small_disk: Path, tmp_path: Path):
     """With the disk of the checkpoints and the TensorBoard events full: checkpoints and event writes fail (logged,
     counted in GetStatus and Prometheus), registration and pushes still work, no temp file is left; once space is
@@ -123,7 +108,7 @@ def test_full_disk_is_logged_counted_retried_and_the_server_serves_on(small_disk
         worker = register(server.stub, "before-full")
         push(server, worker, 1)
         wait_for(lambda: checkpoint.list_checkpoints(small_disk), "a first checkpoint", server)
-        wait_for(lambda: "charts/SPS" in event_file_tags(events), "the first TensorBoard events", server)
+        wait_for(lambda: "charts/SPS" in read_scalars(events), "the first TensorBoard events", server)
         filler = fill(small_disk)
 
         newcomer = register(server.stub, "while-full")  # its next-worker-id write fails: logged, counted
@@ -150,7 +135,7 @@ def test_full_disk_is_logged_counted_retried_and_the_server_serves_on(small_disk
                  "the checkpoint to be written once space is back", server)
         wait_for(lambda: f"TensorBoard events in {events} are written again" in server.log(),
                  "TensorBoard events to be written again", server)
-        assert {"charts/SPS", "charts/learning_rate"} <= event_file_tags(events)  # whole records only
+        assert {"charts/SPS", "charts/learning_rate"} <= set(read_scalars(events))  # whole records only
         _, state = checkpoint.load_latest(small_disk)
         assert state["store"]["version"] == failing.version + 1
         assert server.popen.poll() is None
@@ -323,3 +308,18 @@ def test_checkpoint_files_carry_a_checksum_and_first_format_files_still_load(tmp
     legacy = checkpoint.checkpoint_path(tmp_path, 1)
     torch.save(state, legacy)
     assert torch.equal(checkpoint.load(legacy)["store"]["parameters"]["w"], torch.ones(2))
+
+
+def test_a_tensorboard_dir_that_cannot_be_written_stops_the_server_at_start_with_one_line(tmp_path: Path):
+    """The event file is opened at start: a bad --tensorboard-dir is a mistake to report now, not a disk fault to count
+    every 2 s for the rest of the run."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    process = Process(["server", "--port", "0", "--checkpoint-dir", str(tmp_path / "checkpoints"),
+                       "--tensorboard-dir", str(blocker / "tensorboard"), *FLAGS], tmp_path / "server.log")
+    assert process.wait(timeout=DEADLINE) == 2, process.log()
+    process.stop()
+    log = process.log()
+    assert "Traceback" not in log
+    last = log.strip().splitlines()[-1]
+    assert last.startswith(f"asyncrl server: error: --tensorboard-dir {blocker / 'tensorboard'}: cannot write there"), last

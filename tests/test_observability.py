@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import socket
-import struct
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ServerProcess, register
+from conftest import ServerProcess, read_scalars, register
 from prometheus_client.parser import text_string_to_metric_families
-from tensorboardX.proto import event_pb2
 
 from asyncrl.common import tensors
 from asyncrl.v1 import parameter_server_pb2 as pb
@@ -33,21 +31,6 @@ def scrape(port: int) -> dict[str, float]:
             if "le" not in sample.labels:
                 samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
     return samples
-
-
-def read_scalars(directory: Path) -> dict[str, list[tuple[int, float]]]:
-    """The scalar events of every event file under directory: tag -> [(step, value)] (TFRecord framing)."""
-    scalars: dict[str, list[tuple[int, float]]] = {}
-    for path in sorted(directory.glob("events.out.tfevents.*")):
-        data = path.read_bytes()
-        offset = 0
-        while offset < len(data):
-            (length,) = struct.unpack_from("<Q", data, offset)
-            event = event_pb2.Event.FromString(data[offset + 12: offset + 12 + length])
-            offset += 12 + length + 4
-            for value in event.summary.value:
-                scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
-    return scalars
 
 
 def run(tmp_path: Path, server_factory, worker_factory, algo: str, metrics_port: int):
