@@ -92,7 +92,7 @@ class ChannelCalls:
                 if code == grpc.StatusCode.ABORTED:
                     raise StaleGradients(error.details() or "") from None
                 if code not in TRANSIENT:
-                    raise Refused(code.value[0], error.details() or "") from None
+                    raise Refused(code, error.details() or "") from None
                 wait = self._jitter.uniform(delay / 2, delay)
                 log.warning("server %s: %s (%s); retrying in %.2fs", self.options.server, code.name, error.details(), wait)
                 if self.stop.wait(wait):

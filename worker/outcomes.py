@@ -7,12 +7,14 @@ bytes, and raises the same exception there; the worker loop and the daemon act o
 Nothing is parsed out of a string. None of them is a grpc.RpcError: past the channel nothing
 is gRPC's.
 
-This module does not import torch or grpc, so that the RPC process stays small.
+This module does not import torch, so that the RPC process stays small.
 """
 
 from __future__ import annotations
 
 import struct
+
+import grpc
 
 
 class CallFailed(Exception):
@@ -39,26 +41,15 @@ class Refused(CallFailed):
     """Any other refusal (bad token, wrong role, a bound broken): a misconfiguration or a bug, reported, not
     retried."""
 
-    def __init__(self, code: int, details: str) -> None:
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
         super().__init__(details)
-        self.code = code  # the gRPC status code's number, e.g. 7 (PERMISSION_DENIED)
-
-    @property
-    def code_name(self) -> str:
-        """The status code's name, as grpc.StatusCode spells it."""
-        return CODE_NAMES[self.code] if 0 <= self.code < len(CODE_NAMES) else f"code {self.code}"
+        self.code = code
 
     def __str__(self) -> str:
-        return f"{self.code_name}: {self.details}"
+        return f"{self.code.name}: {self.details}"
 
 
-# gRPC's status codes by number (https://grpc.github.io/grpc/core/md_doc_statuscodes.html); grpc.StatusCode has
-# the same numbers and names (tested), but this module does not import grpc.
-CODE_NAMES = (
-    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
-    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
-    "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
-)
+_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}  # by the number that crosses the pipe
 
 
 class RpcProcessDied(CallFailed):
@@ -82,7 +73,7 @@ def encode(outcome: Exception) -> tuple[int, int, bytes]:
     kind = type(outcome)
     if kind not in _KINDS:
         raise TypeError(f"not a call outcome: {outcome!r}")
-    code = outcome.code if isinstance(outcome, Refused) else 0
+    code = outcome.code.value[0] if isinstance(outcome, Refused) else 0
     details = outcome.details if isinstance(outcome, CallFailed) else ""
     return _KINDS.index(kind) + 1, code, details.encode()
 
@@ -91,7 +82,7 @@ def decode(kind: int, code: int, details: bytes) -> Exception:
     """The outcome that (kind, code, details) of encode's stands for."""
     cls = _KINDS[kind - 1]
     if cls is Refused:
-        return Refused(code, details.decode())
+        return Refused(_STATUS_CODES[code], details.decode())
     if cls is Stopped:
         return Stopped()
     return cls(details.decode())
