@@ -51,9 +51,9 @@ def max_episodes_per_push(config: pb.RunConfig, num_envs: int, frames: int | Non
     frames, at most PUSH_SLACK x the agent steps those frames cover (frames // frames per agent
     step): a push claiming 1 frame reports at most 2 episodes, whatever its worker's env copies.
     The slack is for the episodes of a refused push, sent again with the next one (the reference
-    worker does so, and caps each push at the first bound).
+    worker does so, and caps each push at this bound for its frames).
     """
     most = PUSH_SLACK * agent_steps_per_push(config, num_envs)
     if frames is not None:
-        most = min(most, PUSH_SLACK * (max(frames, 0) // frames_per_agent_step(config)))
+        most = min(most, PUSH_SLACK * (frames // frames_per_agent_step(config)))
     return most

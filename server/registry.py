@@ -48,7 +48,7 @@ class RegistryFull(RuntimeError):
 
 class WorkerRegistry:
     def __init__(
-        self, silence_timeout: float, first_id: int = 1, record_next_id: Callable[[int], bool | None] | None = None,
+        self, silence_timeout: float, first_id: int = 1, record_next_id: Callable[[int], bool] | None = None,
         max_workers: int = 0, shard_key: bytes | None = None,
     ) -> None:
         self.silence_timeout = silence_timeout
@@ -77,8 +77,9 @@ class WorkerRegistry:
     def register(self, name: str, num_envs: int, evaluation: bool = False) -> WorkerRecord:
         """A new worker with a fresh secret; under max_workers, silent workers give up their slots first.
 
-        Returns once the next id after it is recorded (record_next_id), so a resumed server never gives
-        the id out again. Raises RegistryFull when every slot is held by a worker that called within the
+        Returns once the next id after it is recorded (record_next_id), so a resumed server does not give
+        the id out again (unless that write failed, on a full disk, and the server was killed before its
+        next checkpoint). Raises RegistryFull when every slot is held by a worker that called within the
         silence timeout.
         """
         record = self._add(name, num_envs, evaluation)
@@ -93,7 +94,7 @@ class WorkerRegistry:
             if self._persisted >= covering:
                 return  # a registration's write while this one waited covered it
             next_id = self.next_id  # every id given out so far, this one included
-            if self._record_next_id(next_id) is not False:  # False: the write failed (logged and counted)
+            if self._record_next_id(next_id):  # False: the write failed (logged and counted)
                 self._persisted = next_id
 
     def _add(self, name: str, num_envs: int, evaluation: bool) -> WorkerRecord:

@@ -52,7 +52,34 @@ def test_concurrent_registrations_are_all_recorded_with_distinct_ids():
         ids = sorted(r.worker_id for r in pool.map(lambda i: registry.register(f"w{i}", 1), range(40)))
     assert ids == list(range(7, 47))
     assert recorded == sorted(recorded) and recorded[-1] == 47
-    assert len(recorded) <= 40
+
+
+def test_registrations_that_arrive_during_a_write_are_covered_by_one_write():
+    """While the first registration's write waits on the disk, 8 more take their ids and wait; one write then covers
+    all 8."""
+    started, release = threading.Event(), threading.Event()
+    recorded: list[int] = []
+
+    def record(next_id: int) -> bool:
+        if not started.is_set():
+            started.set()
+            assert release.wait(30)
+        recorded.append(next_id)
+        return True
+
+    registry = WorkerRegistry(30.0, first_id=1, record_next_id=record)
+    with futures.ThreadPoolExecutor(9) as pool:
+        first = pool.submit(registry.register, "w0", 1)
+        assert started.wait(30)
+        rest = [pool.submit(registry.register, f"w{i}", 1) for i in range(1, 9)]
+        deadline = time.monotonic() + 30
+        while registry.next_id < 10:  # all 8 have their ids and wait for the write in progress
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        release.set()
+        ids = sorted(future.result().worker_id for future in [first, *rest])
+    assert ids == list(range(1, 10))
+    assert recorded == [2, 10]  # the first registration's write, then one for the 8 that waited
 
 
 def test_a_failed_write_is_tried_again_at_the_next_registration():

@@ -141,11 +141,11 @@ class Worker:
         if reply is not None and reply.training_done:
             return True
         # At most what the contract allows one push; the rest (only after refused pushes) goes with the next.
-        most = max_episodes_per_push(self.config, self.num_envs)
+        frames = rollout.steps * self.actor.frames_per_step
+        most = max_episodes_per_push(self.config, self.num_envs, frames)
         episodes, self.pending_episodes = self.pending_episodes[:most], self.pending_episodes[most:]
         epsilons = self.policy.epsilons.tolist() if isinstance(self.policy, EpsilonGreedyPolicy) else []
-        update = Update(base_versions, rollout.steps * self.actor.frames_per_step, self.gradients, episodes, epsilons,
-                        metrics)
+        update = Update(base_versions, frames, self.gradients, episodes, epsilons, metrics)
         self.in_flight = _PushInFlight(self.connection.start_push(self.worker_id, update), episodes)
         if self.overlap:
             return False
