@@ -7,8 +7,11 @@ the server's memory or its status replies without limit, or end the run for ever
 
 from __future__ import annotations
 
+import torch
+
 from asyncrl.common.algorithms import METHODS_BY_WIRE
 from asyncrl.common.envs import ATARI_FRAME_SKIP, is_atari
+from asyncrl.common.tensors import FlatLayout
 from asyncrl.v1 import parameter_server_pb2 as pb
 
 INT64_MAX = 2**63 - 1
@@ -25,6 +28,10 @@ MAX_EPISODE_LENGTH = 10**9
 MAX_EVAL_EPISODES_PER_REPORT = 1024
 MAX_METRICS = 16
 MAX_METRIC_VALUE = 1e12
+# An EpisodeResult on the wire at most (a double, an int64 varint, their tags, its own tag and length).
+MAX_EPISODE_RESULT_BYTES = 24
+# Room in a request for every other bounded field (epsilons, metrics, names, the secret): far more than they take.
+REQUEST_ROOM_BYTES = 2**20
 # A sharded push states its whole gradient's norm (PushGradientsRequest.gradient_norm): far above any real one's.
 MAX_GRADIENT_NORM = 1e30
 
@@ -57,3 +64,11 @@ def max_episodes_per_push(config: pb.RunConfig, num_envs: int, frames: int | Non
     if frames is not None:
         most = min(most, PUSH_SLACK * (frames // frames_per_agent_step(config)))
     return most
+
+
+def max_request_bytes(config: pb.RunConfig, layout: FlatLayout) -> int:
+    """The largest request a worker of this run can send: a push of the whole layout's gradients in float32 with
+    the most episodes MAX_NUM_ENVS copies may report, and REQUEST_ROOM_BYTES for the other fields. The server
+    receives nothing larger (RESOURCE_EXHAUSTED), so a client cannot make it buffer a message no valid worker sends."""
+    gradients = pb.PushGradientsRequest(gradients=layout.encode(torch.zeros(layout.total))).ByteSize()
+    return gradients + MAX_EPISODE_RESULT_BYTES * max_episodes_per_push(config, MAX_NUM_ENVS) + REQUEST_ROOM_BYTES

@@ -15,6 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from asyncrl.common.config import ConfigError, RunConfig, ServerOptions, describe_preset
+from asyncrl.common.limits import max_request_bytes
 from asyncrl.common.wire import run_config_message
 from asyncrl.common import checkpoint
 from asyncrl.server import auth
@@ -35,11 +36,12 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ParameterServerService"].full_name
 
 
-def message_options(max_message_bytes: int) -> list[tuple[str, int]]:
-    """Channel options raising gRPC's 4 MiB default on both directions, for servers and clients alike."""
+def message_options(max_message_bytes: int, max_receive_bytes: int | None = None) -> list[tuple[str, int]]:
+    """Channel options raising gRPC's 4 MiB default on both directions (receiving max_receive_bytes, if given), for
+    servers and clients alike."""
     return [
         ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes if max_receive_bytes is None else max_receive_bytes),
     ]
 
 
@@ -118,12 +120,15 @@ def create_server(
     With --auth-token-file every call but health checks needs the token; with --tls-cert it serves TLS only.
     """
     metrics = metrics or ServerMetrics()
+    max_message_bytes = int(options.max_message_mb * 2**20)
     latency = Latency({f"/{SERVICE_NAME}/PushGradients": metrics.push_latency,
                        f"/{SERVICE_NAME}/PullWeights": metrics.pull_latency})
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="rpc"),
         interceptors=[*auth.interceptors(options), latency, InternalOnUnexpected()],
-        options=message_options(int(options.max_message_mb * 2**20)),
+        # Requests no larger than this run's largest valid one: a client cannot make the server buffer more.
+        options=message_options(max_message_bytes, min(max_message_bytes, max_request_bytes(run.config_message,
+                                                                                             run.store.layout))),
     )
     servicer = ParameterServerServicer(run, options.heartbeat_interval, metrics)
     pb_grpc.add_ParameterServerServiceServicer_to_server(servicer, server)

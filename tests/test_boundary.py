@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent import futures
+from pathlib import Path
 
 import grpc
 import pytest
@@ -20,10 +22,11 @@ from asyncrl.common.config import RunConfig, ServerOptions
 from asyncrl.server.app import build_run, create_server
 from asyncrl.v1 import parameter_server_pb2 as pb
 from asyncrl.v1 import parameter_server_pb2_grpc as pb_grpc
-from conftest import ServerProcess
+from conftest import ServerProcess, code_of
 
 FLAGS = ("--seed", "5", "--target-return", "none", "--checkpoint-interval", "0")
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
+RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 # CartPole A3C with t_max 5 and one env copy: 2 x 1 x 5 x 1 frames, and as many episodes.
 MOST_FRAMES = 10
 MOST_EPISODES = 10
@@ -232,11 +235,36 @@ def test_a_refused_push_with_the_secret_counts_as_a_sign_of_life(server: ServerP
 
 
 def test_millions_of_epsilons_are_refused_and_status_stays_small(server: ServerProcess, pusher: Pusher):
-    """16.8 MB of epsilons: refused (one per env copy or none), and GetStatus does not grow."""
+    """16.8 MB of epsilons: larger than any valid request of the run, so gRPC refuses it before the server reads it
+    (RESOURCE_EXHAUSTED, not counted among the run's rejections), and GetStatus does not grow."""
     request = pusher.request(epsilons=[0.5] * 4_000_000)
     assert request.ByteSize() > 16_000_000
-    refuse(server, pusher, lambda: server.stub.PushGradients(request, timeout=60))
+    refuse(server, pusher, lambda: server.stub.PushGradients(request, timeout=60), RESOURCE_EXHAUSTED, counted=False)
     assert server.status().ByteSize() < 64 * 1024
+
+
+def test_200k_epsilons_within_the_size_limit_are_refused_by_their_bound(server: ServerProcess, pusher: Pusher):
+    """Under the run's request size limit (its largest valid push, plus 1 MiB), the field's own bound refuses them."""
+    request = pusher.request(epsilons=[0.5] * 200_000)
+    refuse(server, pusher, lambda: server.stub.PushGradients(request, timeout=60))
+
+
+def resident_bytes(pid: int) -> int:
+    (line,) = [line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmRSS:")]
+    return int(line.split()[1]) * 1024
+
+
+def test_requests_larger_than_any_valid_one_are_not_buffered(server: ServerProcess, pusher: Pusher):
+    """Four 60 MB pushes at once (finding 4: such uploads left the server's RSS 300 MB higher): each RESOURCE_EXHAUSTED,
+    nothing changed, and the server's memory grows by less than one of them."""
+    request = pusher.request()
+    request.gradients[0].data = bytes(60 * 2**20)
+    before = resident_bytes(server.popen.pid)
+    with futures.ThreadPoolExecutor(4) as pool:
+        codes = list(pool.map(lambda _: code_of(lambda: server.stub.PushGradients(request, timeout=60)), range(4)))
+    assert codes == [RESOURCE_EXHAUSTED] * 4
+    refuse(server, pusher, lambda: server.stub.PushGradients(request, timeout=60), RESOURCE_EXHAUSTED, counted=False)
+    assert resident_bytes(server.popen.pid) - before < 60 * 2**20
 
 
 @pytest.mark.parametrize("epsilons", [[0.5, 0.5], [1.5], [float("nan")]], ids=["two-for-one-copy", "above-1", "nan"])
