@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from asyncrl.common.config import ConfigError, RunConfig, ServerOptions, describe_preset
 from asyncrl.common.limits import max_request_bytes
+from asyncrl.common.tensors import FlatLayout
 from asyncrl.common.wire import run_config_message
 from asyncrl.common import checkpoint
 from asyncrl.server import auth
@@ -126,9 +127,10 @@ def create_server(
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="rpc"),
         interceptors=[*auth.interceptors(options), latency, InternalOnUnexpected()],
-        # Requests no larger than this run's largest valid one: a client cannot make the server buffer more.
-        options=message_options(max_message_bytes, min(max_message_bytes, max_request_bytes(run.config_message,
-                                                                                             run.store.layout))),
+        # Requests no larger than this run's largest valid one: a client cannot make the server buffer more. A shard
+        # too takes a push of the whole model, to refuse it with FAILED_PRECONDITION and a reason (Run.layout).
+        options=message_options(max_message_bytes, min(max_message_bytes, max_request_bytes(
+            run.config_message, FlatLayout(run.config_message.model.layout)))),
     )
     servicer = ParameterServerServicer(run, options.heartbeat_interval, metrics)
     pb_grpc.add_ParameterServerServiceServicer_to_server(servicer, server)

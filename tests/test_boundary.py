@@ -19,6 +19,7 @@ import torch
 
 from asyncrl.common import limits, tensors
 from asyncrl.common.config import RunConfig, ServerOptions
+from asyncrl.common.wire import model_spec, run_config_message
 from asyncrl.server.app import build_run, create_server
 from asyncrl.v1 import parameter_server_pb2 as pb
 from asyncrl.v1 import parameter_server_pb2_grpc as pb_grpc
@@ -397,3 +398,20 @@ def test_an_unexpected_error_in_a_handler_is_internal_with_a_message(tmp_path, m
             assert stub.GetStatus(pb.GetStatusRequest(), timeout=10).version == 0
     finally:
         grpc_server.stop(0)
+
+
+def test_the_request_size_limit_admits_the_largest_valid_push():
+    """Every field at its bound (the whole model's float32 gradients, the most episodes 1024 copies may report, 1024
+    epsilons, 16 metrics of long names): within max_request_bytes, so no valid push meets RESOURCE_EXHAUSTED."""
+    config = RunConfig(env_id="CartPole-v1")
+    message = run_config_message(config, model_spec(config), 64 * 2**20)
+    layout = tensors.FlatLayout(message.model.layout)
+    episodes = limits.max_episodes_per_push(message, limits.MAX_NUM_ENVS)
+    push = pb.PushGradientsRequest(
+        worker_id=2**32 - 1, base_version=limits.INT64_MAX, sequence_number=2**64 - 1, frames=limits.INT64_MAX,
+        gradients=layout.encode(torch.zeros(layout.total)), reply_weights_dtype=pb.DTYPE_FLOAT32,
+        episodes=[pb.EpisodeResult(episode_return=-limits.MAX_EPISODE_RETURN, length=limits.MAX_EPISODE_LENGTH)]
+        * episodes, epsilons=[0.5] * limits.MAX_NUM_ENVS, worker_secret=bytes(32), sliced=True,
+        gradient_norm=limits.MAX_GRADIENT_NORM, metrics={f"{i:02d}" + "m" * 126: limits.MAX_METRIC_VALUE
+                                                          for i in range(limits.MAX_METRICS)})
+    assert push.ByteSize() <= limits.max_request_bytes(message, layout)
