@@ -7,6 +7,9 @@ cell is drawn 4 x 4 pixels, so an observation is one 40 x 20 uint8 frame (ball a
 paddle 255 on 0), in the [C, H, W] layout of the Atari frames: the env family and the
 network are the Atari ones, which is what a learning test on it guards. A uniform random
 policy scores about -0.6; a perfect one +1.
+
+"catch_env:ContinuousCatch-v0" is the same game with a Box action in [-1, 1], the paddle's move
+rounded to -1, 0 or +1: a pixel task for the Atari net with the Gaussian policy's heads.
 """
 
 from __future__ import annotations
@@ -41,4 +44,12 @@ class Catch(gym.Env):
         return frame
 
 
+class ContinuousCatch(Catch):
+    action_space = gym.spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)  # the paddle's move, rounded
+
+    def step(self, action: np.ndarray):
+        return super().step(int(np.rint(np.clip(action[0], -1.0, 1.0))) + 1)
+
+
 gym.register("Catch-v0", entry_point=Catch)
+gym.register("ContinuousCatch-v0", entry_point=ContinuousCatch)

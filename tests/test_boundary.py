@@ -402,7 +402,7 @@ def test_an_unexpected_error_in_a_handler_is_internal_with_a_message(tmp_path, m
 
 def test_the_request_size_limit_admits_the_largest_valid_push():
     """Every field at its bound (the whole model's float32 gradients, the most episodes 1024 copies may report, 1024
-    epsilons, 16 metrics of long names): within max_request_bytes, so no valid push meets RESOURCE_EXHAUSTED."""
+    epsilons, 16 metrics of the longest names): within max_request_bytes, so no valid push meets RESOURCE_EXHAUSTED."""
     config = RunConfig(env_id="CartPole-v1")
     message = run_config_message(config, model_spec(config), 64 * 2**20)
     layout = tensors.FlatLayout(message.model.layout)
@@ -412,6 +412,6 @@ def test_the_request_size_limit_admits_the_largest_valid_push():
         gradients=layout.encode(torch.zeros(layout.total)), reply_weights_dtype=pb.DTYPE_FLOAT32,
         episodes=[pb.EpisodeResult(episode_return=-limits.MAX_EPISODE_RETURN, length=limits.MAX_EPISODE_LENGTH)]
         * episodes, epsilons=[0.5] * limits.MAX_NUM_ENVS, worker_secret=bytes(32), sliced=True,
-        gradient_norm=limits.MAX_GRADIENT_NORM, metrics={f"{i:02d}" + "m" * 126: limits.MAX_METRIC_VALUE
+        gradient_norm=limits.MAX_GRADIENT_NORM, metrics={f"{i:02d}" + "m" * 139: limits.MAX_METRIC_VALUE
                                                           for i in range(limits.MAX_METRICS)})
     assert push.ByteSize() <= limits.max_request_bytes(message, layout)
