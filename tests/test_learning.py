@@ -14,6 +14,9 @@ from pathlib import Path
 
 from conftest import run_to_completion
 
+from asyncrl.common.config import RunConfig
+from asyncrl.common.wire import model_spec
+
 
 def test_the_atari_preset_learns_catch_from_pixels(tmp_path: Path):
     """Catch in 40x20 frames (tests/catch_env.py) on the Atari preset and conv net: from random (-0.6) to 0.8."""
@@ -27,6 +30,17 @@ def test_the_atari_preset_learns_catch_from_pixels(tmp_path: Path):
                          "diagnostics/dead_relu/body_fc_1"}, status.metrics
     assert all(0 <= value < 1 for value in dead.values())
     assert status.metrics["diagnostics/update_ratio/body.conv.0.weight"] > 0
+
+
+def test_the_atari_preset_learns_continuous_catch_with_a_gaussian_policy(tmp_path: Path):
+    """Catch with a Box action (tests/catch_env.py, the paddle's move rounded): the Atari preset and conv net with the
+    Gaussian policy's heads, from random (-0.5) to 0.8."""
+    status, state = run_to_completion(tmp_path, ["--env-id", "catch_env:ContinuousCatch-v0", "--seed", "3",
+                                                 "--target-return", "0.8", "--max-frames", "500000"], envs=8,
+                                      timeout=540)
+    config = RunConfig(**{**state["config"], "hidden_sizes": tuple(state["config"]["hidden_sizes"])})
+    assert config.preset == "atari" and model_spec(config).architecture == "atari_bounded_gaussian_actor_critic"
+    assert status.mean_return_100 >= 0.8 and status.global_frames < 500_000, status
 
 
 def test_the_classic_preset_learns_acrobot(tmp_path: Path):
