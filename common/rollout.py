@@ -34,8 +34,9 @@ class Rollout:
 
     @property
     def steps(self) -> int:
-        """Agent steps this rollout covers, all copies together (times the env's action repeat: frames)."""
-        return self.actions.numel()
+        """Agent steps this rollout covers, all copies together (times the env's action repeat: frames): T x E, whatever
+        the action's own dimensions."""
+        return self.actions.shape[0] * self.actions.shape[1]
 
     @property
     def episode_ended(self) -> torch.Tensor:

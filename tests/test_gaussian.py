@@ -15,6 +15,7 @@ from asyncrl.common.config import RunConfig
 from asyncrl.common.envs import EnvSpecError
 from asyncrl.common.models import build_model, is_continuous
 from asyncrl.common.wire import model_spec
+from asyncrl.common.rollout import Rollout
 from asyncrl.v1 import parameter_server_pb2 as pb
 from asyncrl.worker.actor import Actor
 from asyncrl.worker.evaluate import play_episode
@@ -169,6 +170,18 @@ def test_the_env_gets_the_clipped_action_and_the_rollout_keeps_the_sampled_one()
     assert rollout.actions.flatten().tolist() == pytest.approx([5.0] * 6)
     assert [env.unwrapped.last_u for env in actor.envs] == [2.0, 2.0]  # Pendulum's bound
     actor.close()
+
+
+def test_a_rollout_of_multi_dimensional_actions_counts_agent_steps_not_action_values():
+    """T x E agent steps, whatever D: counting the [T, E, D] action values claimed D times the frames (HalfCheetah-v5's
+    6 dimensions: 240 frames for 40 steps, refused by the server's bound)."""
+    steps, copies, dimensions = 5, 8, 6
+    rollout = Rollout(
+        observations=torch.zeros(steps, copies, 17), actions=torch.zeros(steps, copies, dimensions),
+        rewards=torch.zeros(steps, copies), terminated=torch.zeros(steps, copies, dtype=torch.bool),
+        truncated=torch.zeros(steps, copies, dtype=torch.bool), final_observations=torch.zeros(steps, copies, 17),
+        next_observations=torch.zeros(copies, 17))
+    assert rollout.steps == steps * copies == 40
 
 
 def test_rollout_loss_of_a_gaussian_model_has_finite_gradients():
