@@ -46,7 +46,8 @@ from pathlib import Path  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 CHILD_ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 MILESTONES = {"CartPole-v1": (195.0, 475.0), "Acrobot-v1": (-200.0, -100.0), "ALE/Pong-v5": (-15.0, 0.0, 18.0),
-              "Pendulum-v1": (-400.0, -200.0), "InvertedPendulum-v5": (500.0, 950.0, 1000.0)}
+              "Pendulum-v1": (-400.0, -200.0), "InvertedPendulum-v5": (500.0, 950.0, 1000.0),
+              "HalfCheetah-v5": (500.0, 1000.0)}
 
 SB3_SCRIPT = r"""
 import csv, sys, time
