@@ -19,21 +19,21 @@ frames. The value-based methods' target network is copied every 40,000 frames, t
 I_target (classic control's episodes are short: there it is 4,000). This preset is not yet shown to reach +18 on Pong here (README, "Learning results").
 
 Why the continuous values (measured on Pendulum-v1 with the bounded-mean Gaussian head of
-common/models.py, 2 workers x 8 copies, on a 2-core machine): gamma 0.9, lr 1e-3 annealed over
-1.5M frames, classic's entropy beta 0.01, t_max 5 and clip 40, and Pendulum's rewards (-16 a
-step) scaled by 0.1 (REWARD_SCALES, below: a task's, not the family's). `asyncrl train --env-id Pendulum-v1` with seeds 11-26, one or two runs
-at a time beside the test suite (load average 11): 16 of 16 reached a mean of -200, at 277k-570k
-frames (median 405k, 35-98 s). With beta 1e-3 (this preset until 2026-12-08), of the same
-runs seed 12 reached -200 at 602k frames, seed 11 ended its 3M at -818 and seed 13 was at
--1388 at 900k when stopped; on a quieter day 1 run in 12 failed. The variance collapsed
-(the Gaussian's entropy -2.6, sigma ~0.02) while the policy still braked (a = -2 sign(velocity),
-which keeps the pendulum down), and with no exploration left it never left that policy; at
-beta 0.01 the entropy stays 1.2-1.5 (sigma 0.8-1.1) and the mean still learns. Measured and worse
-with the bounded mean: gamma 0.99, beta 0.01, lr 3e-3 (seeds 1 and 2 stalled near -1050 over 1M
-frames); gamma 0.99 at lr 3e-3 (-1190), gamma 0.9 at lr 3e-3 (-1230) or 2e-3 (-815), all with
-beta 1e-3; gamma 0.9, beta 0.01 at lr 3e-4 was slow (-280 at 1M). The mean layer's weight decay
-(common/algorithms/gaussian.py) is kept for a mean pushed against a bound (tanh saturated at
-|x| ~ 15 in failures inspected before it). tests/test_learning.py runs Pendulum in CI.
+common/models.py, 2 workers x 8 copies, on a 2-core machine): gamma 0.9, lr 1e-3 annealed over 1.5M
+frames, classic's entropy beta 0.01, t_max 5 and clip 40, and Pendulum's rewards (-16 a step) scaled
+by 0.1 (REWARD_SCALES, below: a task's, not the family's). `asyncrl train --env-id Pendulum-v1` with
+seeds 11-26, one or two runs at a time beside the test suite (load average 11): 16 of 16 reached a
+mean of -200, at 277k-570k frames (median 405k, 35-98 s). With beta 1e-3 (this preset until
+2026-12-08), of the same runs seed 12 reached -200 at 602k frames, seed 11 ended its 3M at -818 and
+seed 13 was at -1388 at 900k when stopped; on a quieter day 1 run in 12 failed. The variance
+collapsed (the Gaussian's entropy -2.6, sigma ~0.02) while the policy still braked (a = -2
+sign(velocity), which keeps the pendulum down), and with no exploration left it never left that
+policy; at beta 0.01 the entropy stays 1.2-1.5 (sigma 0.8-1.1) and the mean still learns. Measured
+and worse with the bounded mean: gamma 0.99, beta 0.01, lr 3e-3 (seeds 1 and 2 stalled near -1050
+over 1M frames); gamma 0.99 at lr 3e-3 (-1190), gamma 0.9 at lr 3e-3 (-1230) or 2e-3 (-815), all
+with beta 1e-3; gamma 0.9, beta 0.01 at lr 3e-4 was slow (-280 at 1M). The mean layer's weight decay
+(common/algorithms/gaussian.py) is kept for a mean pushed against a bound (tanh saturated at |x| ~
+15 in failures inspected before it). tests/test_learning.py runs Pendulum in CI.
 """
 
 from __future__ import annotations

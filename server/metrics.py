@@ -32,7 +32,8 @@ class _RunCollector(Collector):
             rejected.add_metric([reason], count)
         yield rejected
         failures = CounterMetricFamily("asyncrl_checkpoint_failures",
-                                       "Failed writes to disk (checkpoints, next worker id, TensorBoard events), by file", labels=["file"])
+                                       "Failed writes to disk (checkpoints, next worker id, TensorBoard events), by file",
+                                       labels=["file"])
         for kind, count in sorted(self.checkpoint_failures().items()):
             failures.add_metric([kind], count)
         yield failures

@@ -392,7 +392,8 @@ def test_shards_agree_on_k(directory: Path):
         assert env["ASYNCRL_SHARD_ADDRESSES"].split(",") == names
         index = next(v for v in server["env"] if v["name"] == "ASYNCRL_SHARD_INDEX")
         assert index["valueFrom"]["fieldRef"]["fieldPath"] == POD_INDEX, "the shard index must be the pod's ordinal"
-    # No shard waits for another (none calls another): OrderedReady would hold back a replaced shard 1 while shard 0 is down.
+    # No shard waits for another (none calls another): OrderedReady would hold back a replaced shard 1 while shard 0
+    # is down.
     assert statefulset["spec"].get("podManagementPolicy") == "Parallel", "the shards need not start in order"
     for workload, container in containers_of(docs):
         if subcommand(container) == "worker":
